@@ -1,0 +1,11 @@
+"""skdistill: scikit-learn estimators for classifying and segmenting cryo-ET subtomograms.
+
+3D CNNs trained with skorch behind ``fit`` / ``predict`` / ``predict_proba`` / ``score``,
+with knowledge distillation into small student networks.
+"""
+
+from .estimators import Cnn3DClassifier, DistilledClassifier
+
+__version__ = "0.1.0.dev0"
+
+__all__ = ["Cnn3DClassifier", "DistilledClassifier", "__version__"]

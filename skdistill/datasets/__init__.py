@@ -1,0 +1,5 @@
+"""Data sets: toy volumes for tests and examples."""
+
+from ._toy import TOY_SHAPES, make_toy_volumes
+
+__all__ = ["TOY_SHAPES", "make_toy_volumes"]

@@ -1,0 +1,238 @@
+"""Behaviour shared by the volume classifiers: training, prediction, pickling, tags."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from scipy.special import log_softmax, softmax
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.model_selection import train_test_split
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from ..architectures import build_network, count_parameters, list_architectures
+from ..exceptions import DeviceFallbackWarning
+from ..utils.device import local_torch_seed, resolve_device
+from ..utils.validation import validate_volumes
+from ._net import TrainingConfig, best_epoch_index, epoch_summary, make_net
+
+#: Volumes per forward pass at prediction time.
+INFERENCE_BATCH_SIZE = 256
+
+TRAINING_PARAMETER_CONSTRAINTS: dict = {
+    "max_epochs": [Interval(Integral, 1, None, closed="left")],
+    "batch_size": [Interval(Integral, 1, None, closed="left")],
+    "lr": [Interval(Real, 0, None, closed="neither")],
+    "momentum": [Interval(Real, 0, 1, closed="left")],
+    "nesterov": ["boolean"],
+    "lr_decay": [Interval(Real, 0, None, closed="left")],
+    "early_stopping": [Interval(Integral, 1, None, closed="left"), None],
+    "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
+    "device": [str, torch.device],
+    "random_state": ["random_state"],
+    "verbose": ["verbose"],
+}
+
+ARCH_CONSTRAINT = [StrOptions(set(list_architectures())), callable]
+
+
+class BaseVolumeClassifier(ClassifierMixin, BaseEstimator):
+    """Base class of the volume classifiers; not for direct use.
+
+    Subclasses define ``__init__`` (storing parameters only), ``fit`` and
+    :meth:`_network_arch`. This class trains the network with skorch, predicts in batches
+    without gradients, and pickles only the weights (no optimizer state).
+    """
+
+    def _network_arch(self):
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def _training_config(self) -> TrainingConfig:
+        if self.nesterov and self.momentum == 0:
+            raise ValueError(
+                "nesterov=True requires momentum > 0; set momentum (e.g. 0.9) or nesterov=False."
+            )
+        return TrainingConfig(
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            momentum=self.momentum,
+            nesterov=self.nesterov,
+            lr_decay=self.lr_decay,
+            early_stopping=self.early_stopping,
+            device=self.device_,
+            verbose=self.verbose,
+        )
+
+    def _validate_fit_inputs(self, X) -> np.ndarray:
+        """Validate X at fit time; store shape, channels and the resolved device."""
+        X = validate_volumes(self, X, reset=True)
+        self.input_shape_ = tuple(int(s) for s in X.shape[2:])
+        self.n_channels_ = int(X.shape[1])
+        self.device_ = resolve_device(self.device)
+        return X
+
+    def _build_module(self, seed: int = 0) -> torch.nn.Module:
+        # Initialise under a local seed: reproducible, and the global RNG stays untouched.
+        with local_torch_seed(seed):
+            return build_network(
+                self._network_arch(), len(self.classes_), self.input_shape_, self.n_channels_
+            )
+
+    def _train(
+        self,
+        X: np.ndarray,
+        targets: np.ndarray,
+        stratify: np.ndarray,
+        seed: int,
+        distillation: tuple[float, float] | None = None,
+    ) -> None:
+        """Train a fresh network on ``X`` and ``targets``; set the fitted attributes."""
+        config = self._training_config()
+        module = self._build_module(seed)
+        train_idx, valid_idx = split_train_valid(len(X), stratify, self.validation_fraction, seed)
+        valid = None if valid_idx is None else (X[valid_idx], targets[valid_idx])
+        with local_torch_seed(seed, self.device_):
+            net = make_net(module, config, distillation=distillation, valid_data=valid, seed=seed)
+            net.fit(X[train_idx], targets[train_idx])
+        best = best_epoch_index(net)
+        self.history_ = epoch_summary(net.history)
+        self.n_iter_ = len(self.history_)
+        self.best_epoch_ = int(self.history_[best, "epoch"])
+        self.validation_score_ = float(self.history_[best].get("valid_acc", math.nan))
+        self.n_parameters_ = count_parameters(net.module_)
+        net.train_split = None  # the validation data need not outlive fit
+        self.net_ = net
+
+    # -- prediction ------------------------------------------------------------------
+    def _predict_logits(self, X) -> np.ndarray:
+        check_is_fitted(self, "net_")
+        X = validate_volumes(self, X, reset=False)
+        module = self.net_.module_
+        module.eval()
+        outputs = []
+        with torch.inference_mode():
+            for start in range(0, len(X), INFERENCE_BATCH_SIZE):
+                batch = torch.from_numpy(X[start : start + INFERENCE_BATCH_SIZE])
+                outputs.append(module(batch.to(self.device_)).float().cpu().numpy())
+        return np.concatenate(outputs).astype(np.float64)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities (softmax at temperature 1).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, D, H, W) or (n_samples, 1, D, H, W)
+            Volumes of the shape seen in fit.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+            Rows sum to 1; columns follow ``classes_``.
+        """
+        return softmax(self._predict_logits(X), axis=1)
+
+    def predict_log_proba(self, X) -> np.ndarray:
+        """Logarithm of :meth:`predict_proba`, computed stably from the logits.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, D, H, W) or (n_samples, 1, D, H, W)
+            Volumes of the shape seen in fit.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+        """
+        return log_softmax(self._predict_logits(X), axis=1)
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted class labels.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, D, H, W) or (n_samples, 1, D, H, W)
+            Volumes of the shape seen in fit.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+            Labels from ``classes_``.
+        """
+        logits = self._predict_logits(X)
+        return self.classes_[logits.argmax(axis=1)]
+
+    # -- scikit-learn tags and pickling ------------------------------------------------
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        return tags
+
+    def __getstate__(self):
+        # object.__getstate__ returns the live __dict__: copy before removing anything.
+        state = dict(super().__getstate__())
+        net = state.pop("net_", None)
+        if net is not None:
+            state["_module_weights"] = {
+                name: tensor.detach().cpu().clone()
+                for name, tensor in net.module_.state_dict().items()
+            }
+        return state
+
+    def __setstate__(self, state):
+        weights = state.pop("_module_weights", None)
+        super().__setstate__(state)
+        if weights is None:
+            return
+        if torch.device(self.device_).type == "cuda" and not torch.cuda.is_available():
+            warnings.warn(
+                f"This model was trained on {self.device_!r}, which is not available here; "
+                "it was loaded on the CPU.",
+                DeviceFallbackWarning,
+                stacklevel=2,
+            )
+            self.device_ = "cpu"
+        module = self._build_module()
+        module.load_state_dict(weights)
+        config = self._training_config()
+        self.net_ = make_net(module, config).initialize()
+
+
+def split_train_valid(
+    n_samples: int, stratify: np.ndarray, validation_fraction: float | None, seed: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Indices of the training and validation rows (stratified when possible).
+
+    Parameters
+    ----------
+    n_samples : int
+        Number of rows.
+    stratify : ndarray of shape (n_samples,)
+        Group of each row (class index; ``-1`` for unlabeled rows).
+    validation_fraction : float or None
+        Share of rows held out; ``None`` holds out nothing.
+    seed : int
+        Seed of the shuffle.
+    """
+    indices = np.arange(n_samples)
+    if validation_fraction is None:
+        return indices, None
+    n_valid = math.ceil(validation_fraction * n_samples)
+    if n_valid >= n_samples:
+        raise ValueError(
+            f"validation_fraction={validation_fraction} of {n_samples} samples leaves no "
+            "training data; pass more samples or validation_fraction=None."
+        )
+    counts = np.unique(stratify, return_counts=True)[1]
+    can_stratify = counts.min() >= 2 and n_valid >= len(counts)
+    train, valid = train_test_split(
+        indices,
+        test_size=n_valid,
+        random_state=seed,
+        stratify=stratify if can_stratify else None,
+    )
+    return np.sort(train), np.sort(valid)

@@ -1,0 +1,250 @@
+"""Knowledge distillation: a small student network trained on a teacher's soft labels."""
+
+from __future__ import annotations
+
+from numbers import Real
+
+import numpy as np
+from scipy.special import softmax
+from sklearn.base import _fit_context, clone
+from sklearn.frozen import FrozenEstimator
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils._param_validation import HasMethods, Interval
+from sklearn.utils.validation import check_is_fitted, check_memory
+
+from ..architectures import check_input_size
+from ..utils.device import draw_seed
+from ..utils.validation import check_labels, check_n_classes, unlabeled_mask
+from ._base import ARCH_CONSTRAINT, TRAINING_PARAMETER_CONSTRAINTS, BaseVolumeClassifier
+from ._classifier import Cnn3DClassifier
+
+__all__ = ["DistilledClassifier"]
+
+
+def _fit_teacher(teacher, X, y):
+    """Fit a clone of ``teacher``; module-level so that ``joblib.Memory`` can cache it."""
+    return clone(teacher).fit(X, y)
+
+
+class DistilledClassifier(BaseVolumeClassifier):
+    """Train a compact student network on a teacher's soft labels (Guo et al. 2018).
+
+    Fitting (1) fits a clone of ``teacher`` on the labeled rows, or uses it as is when it is
+    wrapped in :class:`sklearn.frozen.FrozenEstimator`; (2) computes the teacher's log-
+    probabilities (logits up to a per-row constant) for all rows; (3) trains the student on
+    ``softmax(logits / T)`` with loss ``T**2 * KL(teacher || student)`` (batch mean)
+    ``+ alpha * CE(student, y)`` on the labeled rows. Rows with ``y == -1`` are unlabeled
+    transfer data: used for distillation, never for the hard term or the teacher fit.
+
+    Parameters
+    ----------
+    teacher : classifier or None, default=None
+        Estimator with ``fit`` and ``predict_proba`` (``predict_log_proba`` is used when
+        present). ``None`` means ``Cnn3DClassifier()`` (DSRF3D-v2) seeded from
+        ``random_state``. Wrap a fitted teacher in ``FrozenEstimator`` to reuse it without
+        refitting; note that a teacher fitted on all data has seen every cross-validation
+        test fold. To avoid that leak in a search, pass ``memory`` instead.
+    student_arch : str or callable, default="s1"
+        Student network (see :class:`Cnn3DClassifier`'s ``arch``).
+    temperature : float, default=5.0
+        Softmax temperature ``T`` of the soft labels (> 0).
+    alpha : float, default=0.0
+        Weight of the hard-label cross-entropy term, in [0, 1]. The paper uses 0.
+    memory : str, joblib.Memory or None, default=None
+        Cache of teacher fits, keyed on the teacher's parameters and the data: a grid search
+        over ``temperature`` and ``student_arch`` then fits the teacher once per fold.
+    max_epochs, batch_size, lr, momentum, nesterov, lr_decay, early_stopping, \
+validation_fraction, device, random_state, verbose
+        Student training settings, as in :class:`Cnn3DClassifier`.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels (from the labeled rows).
+    n_features_in_ : int
+        Number of voxels times channels of one input volume.
+    input_shape_ : tuple of int
+        Volume shape ``(D, H, W)`` seen in fit.
+    n_channels_ : int
+        Number of input channels.
+    device_ : str
+        Device the student lives on.
+    net_ : skorch.NeuralNet
+        The trained student net.
+    history_ : skorch.history.History
+        Student's per-epoch ``train_loss``, ``valid_loss`` (distillation loss),
+        ``train_acc``, ``valid_acc`` (accuracy on labeled rows), ``dur``.
+    n_iter_ : int
+        Number of student epochs run.
+    best_epoch_ : int
+        Student epoch whose weights were kept.
+    validation_score_ : float
+        Student's validation accuracy on labeled rows.
+    n_parameters_ : int
+        Number of trainable parameters of the student.
+    teacher_n_parameters_ : int or None
+        Number of trainable parameters of the teacher (None if it has no ``n_parameters_``).
+    compression_rate_ : float or None
+        ``teacher_n_parameters_ / n_parameters_``.
+    teacher_score_ : float
+        Teacher's accuracy on its own validation split (NaN if unknown).
+    n_labeled_ : int
+        Number of labeled rows (used for the teacher and the hard term).
+
+    See Also
+    --------
+    Cnn3DClassifier : The teacher, and the hard-label baseline for the same student.
+
+    Examples
+    --------
+    >>> from skdistill import Cnn3DClassifier, DistilledClassifier
+    >>> from skdistill.datasets import make_toy_volumes
+    >>> X, y = make_toy_volumes(40, n_classes=2, size=8, random_state=0)
+    >>> teacher = Cnn3DClassifier(arch="tiny", max_epochs=2, random_state=0)
+    >>> student = DistilledClassifier(teacher, student_arch="tiny", max_epochs=2,
+    ...                               random_state=0).fit(X, y)
+    >>> student.predict(X[:3]).shape
+    (3,)
+    """
+
+    _parameter_constraints: dict = {
+        "teacher": [HasMethods(["fit", "predict_proba"]), None],
+        "student_arch": ARCH_CONSTRAINT,
+        "temperature": [Interval(Real, 0, None, closed="neither")],
+        "alpha": [Interval(Real, 0, 1, closed="both")],
+        "memory": [None, str, HasMethods(["cache"])],
+        **TRAINING_PARAMETER_CONSTRAINTS,
+    }
+
+    def __init__(
+        self,
+        teacher=None,
+        student_arch="s1",
+        temperature=5.0,
+        alpha=0.0,
+        memory=None,
+        *,
+        max_epochs=20,
+        batch_size=64,
+        lr=0.005,
+        momentum=0.9,
+        nesterov=True,
+        lr_decay=1e-7,
+        early_stopping=5,
+        validation_fraction=0.2,
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        self.teacher = teacher
+        self.student_arch = student_arch
+        self.temperature = temperature
+        self.alpha = alpha
+        self.memory = memory
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.lr_decay = lr_decay
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _network_arch(self):
+        return self.student_arch
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y):
+        """Fit (or reuse) the teacher, then train the student on its soft labels.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, D, H, W) or (n_samples, 1, D, H, W)
+            Cubic volumes. 2D ``(n_samples, n_features)`` is treated as volumes of shape
+            ``(n_features, 1, 1)``.
+        y : array-like of shape (n_samples,)
+            Class labels; ``-1`` marks unlabeled rows (transfer data).
+
+        Returns
+        -------
+        self : DistilledClassifier
+            The fitted student.
+        """
+        X_checked = self._validate_fit_inputs(X)
+        y = check_labels(y, len(X_checked))
+        unlabeled = unlabeled_mask(y)
+        if unlabeled.all():
+            raise ValueError(
+                "All rows of y are unlabeled (-1); the teacher and the hard-label term need "
+                "labeled rows. Label at least two classes."
+            )
+        encoder = LabelEncoder().fit(y[~unlabeled])
+        self.classes_ = encoder.classes_
+        check_n_classes(self.classes_)
+        if isinstance(self.student_arch, str):
+            check_input_size(self.student_arch, self.input_shape_)
+        rng = np.random.RandomState(draw_seed(self.random_state))
+
+        teacher = self._fitted_teacher(X_checked, y, ~unlabeled, rng)
+        teacher_log_proba = _log_proba(teacher, X_checked)
+        soft_targets = softmax(teacher_log_proba / self.temperature, axis=1)
+        hard = np.full(len(y), -1, dtype=np.float32)
+        hard[~unlabeled] = encoder.transform(y[~unlabeled])
+        targets = np.hstack([soft_targets, hard[:, np.newaxis]]).astype(np.float32)
+
+        self._train(
+            X_checked,
+            targets,
+            stratify=hard,
+            seed=draw_seed(rng),
+            distillation=(float(self.temperature), float(self.alpha)),
+        )
+        self.n_labeled_ = int((~unlabeled).sum())
+        inner = teacher.estimator if isinstance(teacher, FrozenEstimator) else teacher
+        self.teacher_score_ = float(getattr(inner, "validation_score_", np.nan))
+        self.teacher_n_parameters_ = getattr(inner, "n_parameters_", None)
+        self.compression_rate_ = (
+            None
+            if self.teacher_n_parameters_ is None
+            else self.teacher_n_parameters_ / self.n_parameters_
+        )
+        return self
+
+    def _fitted_teacher(self, X, y, labeled: np.ndarray, rng: np.random.RandomState):
+        teacher = self.teacher
+        if teacher is None:
+            teacher = Cnn3DClassifier(random_state=draw_seed(rng))
+        if isinstance(teacher, FrozenEstimator):
+            check_is_fitted(teacher.estimator)
+            teacher_classes = np.asarray(teacher.classes_)
+            if not np.array_equal(teacher_classes, self.classes_):
+                raise ValueError(
+                    f"The frozen teacher was fitted on classes {teacher_classes.tolist()}, "
+                    f"but the labeled rows of y have classes {self.classes_.tolist()}. Fit "
+                    "the teacher on the same classes, or pass an unfitted teacher."
+                )
+            return teacher
+        rows = np.flatnonzero(labeled)
+        fit = check_memory(self.memory).cache(_fit_teacher)
+        return fit(teacher, X[rows], y[rows])
+
+    def __getstate__(self):
+        state = super().__getstate__()  # already a copy
+        if "_module_weights" in state and state["teacher"] is not None:
+            # Prediction needs no teacher: keep only its (unfitted) parameters.
+            teacher = state["teacher"]
+            if isinstance(teacher, FrozenEstimator):
+                teacher = teacher.estimator
+            state["teacher"] = clone(teacher)
+        return state
+
+
+def _log_proba(teacher, X) -> np.ndarray:
+    """Teacher log-probabilities: logits up to a per-row constant, which softmax ignores."""
+    if hasattr(teacher, "predict_log_proba"):
+        return np.asarray(teacher.predict_log_proba(X), dtype=np.float64)
+    proba = np.asarray(teacher.predict_proba(X), dtype=np.float64)
+    return np.log(np.clip(proba, np.finfo(np.float64).tiny, None))

@@ -1,0 +1,190 @@
+"""Private skorch nets owned by the estimators (``net_``), and their training callbacks.
+
+Estimators compose a skorch :class:`~skorch.NeuralNet` rather than subclass it: skorch owns
+the training loop, callbacks and history; scikit-learn's parameter rules stay with the
+estimator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from skorch import NeuralNet
+from skorch.callbacks import Callback, EarlyStopping, EpochScoring, LRScheduler
+from skorch.dataset import Dataset
+from skorch.helper import predefined_split
+from skorch.history import History
+from skorch.utils import to_numpy, to_tensor
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+from ..exceptions import TrainingDivergedError
+from ..losses import DistillationLoss
+
+__all__ = ["DistillationNet", "TrainingConfig", "epoch_summary", "make_net"]
+
+
+class DistillationNet(NeuralNet):
+    """skorch net whose targets pack teacher probabilities and hard labels.
+
+    ``y`` has shape ``(n, n_classes + 1)``: the teacher's softmax at temperature ``T`` in
+    the first ``n_classes`` columns and the hard class index (``-1``: unlabeled) in the
+    last. Packing keeps skorch's datasets, splits and scoring unchanged.
+    """
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        y_true = to_tensor(y_true, device=self.device)
+        return self.criterion_(y_pred, y_true[:, :-1], y_true[:, -1].long())
+
+
+class KerasDecay:
+    """Keras' per-iteration learning-rate decay factor ``1 / (1 + decay * iteration)``."""
+
+    def __init__(self, decay: float) -> None:
+        self.decay = decay
+
+    def __call__(self, iteration: int) -> float:
+        return 1.0 / (1.0 + self.decay * iteration)
+
+
+def epoch_accuracy(net: NeuralNet, X, y) -> float:
+    """Accuracy of the net's argmax over the labeled rows of ``y`` (cached predictions)."""
+    scores = net.predict_proba(X)
+    y = to_numpy(y) if isinstance(y, torch.Tensor) else np.asarray(y)
+    labels = y[:, -1] if y.ndim == 2 else y
+    labeled = labels >= 0
+    if not labeled.any():
+        return float("nan")
+    return float(np.mean(scores[labeled].argmax(axis=1) == labels[labeled]))
+
+
+class StopOnNonFiniteLoss(Callback):
+    """Raise :class:`TrainingDivergedError` as soon as an epoch's training loss is not finite."""
+
+    def on_epoch_end(self, net, **kwargs):
+        loss = net.history[-1, "train_loss"]
+        if not np.isfinite(loss):
+            raise TrainingDivergedError(
+                f"Training diverged: the training loss is {loss} at epoch "
+                f"{net.history[-1, 'epoch']} (lr={net.lr}). Lower lr, or normalise the "
+                "volumes (skdistill.preprocessing.VolumeNormalizer)."
+            )
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Training settings shared by all estimators (the paper's SGD setup by default)."""
+
+    max_epochs: int
+    batch_size: int
+    lr: float
+    momentum: float
+    nesterov: bool
+    lr_decay: float
+    early_stopping: int | None
+    device: str
+    verbose: int
+
+
+def make_net(
+    module: nn.Module,
+    config: TrainingConfig,
+    *,
+    distillation: tuple[float, float] | None = None,
+    valid_data: tuple[np.ndarray, np.ndarray] | None = None,
+    seed: int = 0,
+) -> NeuralNet:
+    """Assemble the skorch net that trains ``module``.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        Network mapping volumes to logits.
+    config : TrainingConfig
+        Optimiser, schedule and stopping settings.
+    distillation : (temperature, alpha), default=None
+        Train with :class:`~skdistill.losses.DistillationLoss` on packed soft targets
+        instead of cross-entropy on class indices.
+    valid_data : (X, y), default=None
+        Held-out data for validation loss, accuracy and early stopping.
+    seed : int, default=0
+        Seed of the training data loader's shuffling.
+    """
+    callbacks: list = [
+        ("stop_on_non_finite_loss", StopOnNonFiniteLoss()),
+        (
+            "train_acc",
+            EpochScoring(
+                epoch_accuracy,
+                name="train_acc",
+                on_train=True,
+                lower_is_better=False,
+                use_caching=True,
+            ),
+        ),
+    ]
+    if valid_data is not None:
+        callbacks.append(
+            ("valid_acc", EpochScoring(epoch_accuracy, name="valid_acc", lower_is_better=False))
+        )
+        if config.early_stopping is not None:
+            callbacks.append(
+                (
+                    "early_stopping",
+                    EarlyStopping(
+                        monitor="valid_loss",
+                        patience=config.early_stopping,
+                        threshold=0.0,
+                        load_best=True,
+                    ),
+                )
+            )
+    if config.lr_decay > 0:
+        callbacks.append(
+            (
+                "lr_decay",
+                LRScheduler(
+                    policy=LambdaLR, lr_lambda=KerasDecay(config.lr_decay), step_every="batch"
+                ),
+            )
+        )
+    if distillation is None:
+        net_class, criterion, criterion_params = NeuralNet, nn.CrossEntropyLoss, {}
+    else:
+        temperature, alpha = distillation
+        net_class, criterion = DistillationNet, DistillationLoss
+        criterion_params = {"criterion__temperature": temperature, "criterion__alpha": alpha}
+    return net_class(
+        module=module,
+        criterion=criterion,
+        optimizer=torch.optim.SGD,
+        lr=config.lr,
+        optimizer__momentum=config.momentum,
+        optimizer__nesterov=config.nesterov,
+        max_epochs=config.max_epochs,
+        batch_size=config.batch_size,
+        train_split=None if valid_data is None else predefined_split(Dataset(*valid_data)),
+        callbacks=callbacks,
+        iterator_train__shuffle=True,
+        iterator_train__generator=torch.Generator().manual_seed(seed),
+        device=config.device,
+        verbose=config.verbose,
+        **criterion_params,
+    )
+
+
+def epoch_summary(history: History) -> History:
+    """Per-epoch history without the per-batch records (small enough to pickle)."""
+    return History([{k: v for k, v in row.items() if k != "batches"} for row in history])
+
+
+def best_epoch_index(net: NeuralNet) -> int:
+    """Index into ``net.history`` of the epoch whose weights the net holds after fit."""
+    callbacks = dict(net.callbacks_)
+    stopper = callbacks.get("early_stopping")
+    if stopper is None or stopper.best_epoch_ is None:
+        return len(net.history) - 1
+    epochs = net.history[:, "epoch"]
+    return epochs.index(stopper.best_epoch_)

@@ -1,0 +1,84 @@
+"""Knowledge-distillation losses (Hinton et al. 2015; Guo et al. 2018)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["DistillationLoss", "distillation_loss"]
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_probs: torch.Tensor,
+    hard_labels: torch.Tensor | None = None,
+    *,
+    temperature: float = 5.0,
+    alpha: float = 0.0,
+) -> torch.Tensor:
+    """Soft-label distillation loss with an optional hard-label term.
+
+    ``T**2 * KL(teacher || student)`` at temperature ``T``, averaged over the batch, plus
+    ``alpha * CE(student, hard_labels)`` over the labeled rows. The ``T**2`` factor keeps the
+    gradient size independent of ``T``.
+
+    Parameters
+    ----------
+    student_logits : torch.Tensor of shape (n, n_classes)
+        Raw student outputs.
+    teacher_probs : torch.Tensor of shape (n, n_classes)
+        Teacher probabilities at temperature ``T``: ``softmax(teacher_logits / T)``.
+    hard_labels : torch.Tensor of shape (n,), default=None
+        Class indices; ``-1`` marks unlabeled rows, which the hard term ignores.
+    temperature : float, default=5.0
+        Softmax temperature ``T``.
+    alpha : float, default=0.0
+        Weight of the hard-label cross-entropy term (the paper uses 0).
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar loss.
+    """
+    student_logits = student_logits.float()
+    log_student = F.log_softmax(student_logits / temperature, dim=1)
+    loss = F.kl_div(log_student, teacher_probs.float(), reduction="batchmean")
+    loss = loss * temperature**2
+    if alpha > 0 and hard_labels is not None:
+        labeled = hard_labels >= 0
+        if bool(labeled.any()):
+            loss = loss + alpha * F.cross_entropy(student_logits[labeled], hard_labels[labeled])
+    return loss
+
+
+class DistillationLoss(nn.Module):
+    """Module form of :func:`distillation_loss`, usable as a skorch criterion.
+
+    Parameters
+    ----------
+    temperature : float, default=5.0
+        Softmax temperature ``T``.
+    alpha : float, default=0.0
+        Weight of the hard-label cross-entropy term.
+    """
+
+    def __init__(self, temperature: float = 5.0, alpha: float = 0.0) -> None:
+        super().__init__()
+        self.temperature = temperature
+        self.alpha = alpha
+
+    def forward(
+        self,
+        student_logits: torch.Tensor,
+        teacher_probs: torch.Tensor,
+        hard_labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Compute the loss; see :func:`distillation_loss`."""
+        return distillation_loss(
+            student_logits,
+            teacher_probs,
+            hard_labels,
+            temperature=self.temperature,
+            alpha=self.alpha,
+        )

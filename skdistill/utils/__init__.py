@@ -1,0 +1,1 @@
+"""Validation and device helpers shared by the estimators."""

@@ -1,0 +1,162 @@
+"""Input validation for volume estimators: shapes, finiteness, labels."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import (
+    check_array,
+    check_consistent_length,
+    column_or_1d,
+    validate_data,
+)
+
+__all__ = [
+    "UNLABELED",
+    "check_labels",
+    "check_n_classes",
+    "input_ndim",
+    "unlabeled_mask",
+    "validate_volumes",
+]
+
+#: Label value of unlabeled rows (scikit-learn's ``SelfTrainingClassifier`` convention).
+UNLABELED = -1
+
+_SHAPES_HELP = (
+    "Pass volumes as (n_samples, D, H, W) or (n_samples, 1, D, H, W) with D == H == W, "
+    "or a 2D (n_samples, n_features) array, which is treated as volumes of shape "
+    "(n_features, 1, 1)."
+)
+
+
+def validate_volumes(estimator: BaseEstimator, X, *, reset: bool) -> np.ndarray:
+    """Validate ``X`` and return it as float32 volumes ``(n, C, D, H, W)``.
+
+    On ``reset=True`` (fit) this sets ``n_features_in_`` (voxels times channels) and
+    ``feature_names_in_`` when applicable, and the caller stores the volume shape. On
+    ``reset=False`` (predict) the volume shape must equal ``estimator.input_shape_``.
+
+    Parameters
+    ----------
+    estimator : BaseEstimator
+        The estimator being fitted or used.
+    X : array-like
+        Volumes ``(n, D, H, W)``, ``(n, C, D, H, W)`` or 2D features ``(n, F)``.
+    reset : bool
+        Whether this is a fit (store the input description) or a later call (check it).
+
+    Returns
+    -------
+    ndarray of shape (n, C, D, H, W), dtype float32
+    """
+    if input_ndim(X) >= 3:
+        return _validate_nd(estimator, X, reset=reset)
+
+    if not reset:
+        expected = _fitted_shape(estimator)
+        if expected[1:] != (1, 1):
+            n_features = np.shape(X)[1] if len(np.shape(X)) == 2 else np.shape(X)[1:]
+            _raise_shape_mismatch((n_features, 1, 1), expected)
+    X = validate_data(estimator, X, reset=reset, dtype=np.float32)
+    return X.reshape(X.shape[0], 1, X.shape[1], 1, 1)
+
+
+def input_ndim(X) -> int:
+    """Number of dimensions of an array-like, without converting array types."""
+    ndim = getattr(X, "ndim", None)
+    if ndim is not None:
+        return int(ndim)
+    try:
+        return np.asarray(X).ndim
+    except ValueError:  # ragged nested sequences: let check_array explain
+        return -1
+
+
+def _validate_nd(estimator: BaseEstimator, X, *, reset: bool) -> np.ndarray:
+    X = check_array(X, allow_nd=True, dtype=np.float32, input_name="X", estimator=estimator)
+    if X.ndim == 4:
+        X = X[:, np.newaxis]
+    elif X.ndim != 5:
+        raise ValueError(
+            f"X has {X.ndim} dimensions (shape {X.shape}); expected 4 or 5. {_SHAPES_HELP}"
+        )
+    volume_shape = X.shape[2:]
+    if reset:
+        # (F, 1, 1) is how 2D feature rows are represented, so it is accepted as well.
+        if len(set(volume_shape)) != 1 and volume_shape[1:] != (1, 1):
+            raise ValueError(
+                f"Volumes must be cubic, got shape {volume_shape}. Crop or pad the "
+                f"subtomograms to a common cubic box. {_SHAPES_HELP}"
+            )
+    else:
+        expected = _fitted_shape(estimator)
+        if tuple(volume_shape) != expected or X.shape[1] != estimator.n_channels_:
+            _raise_shape_mismatch(volume_shape, expected, X.shape[1], estimator.n_channels_)
+    # Run scikit-learn's bookkeeping (n_features_in_, feature names) on a flat view.
+    validate_data(estimator, X.reshape(X.shape[0], -1), reset=reset, skip_check_array=True)
+    return X
+
+
+def _fitted_shape(estimator: BaseEstimator) -> tuple[int, ...]:
+    return tuple(estimator.input_shape_)
+
+
+def _raise_shape_mismatch(got, expected, got_channels=None, expected_channels=None):
+    channels = ""
+    if got_channels is not None and got_channels != expected_channels:
+        channels = f" with {got_channels} channel(s) instead of {expected_channels}"
+    raise ValueError(
+        f"X holds volumes of shape {tuple(got)}{channels}, but this "
+        f"estimator was fitted on volumes of shape {tuple(expected)}. Resample or crop "
+        f"the subtomograms to {tuple(expected)}, or refit on the new size."
+    )
+
+
+def unlabeled_mask(y: np.ndarray) -> np.ndarray:
+    """Boolean mask of the rows whose label is ``-1`` (unlabeled)."""
+    if y.dtype.kind in "iuf":
+        return y == UNLABELED
+    return np.fromiter((v is not None and _is_unlabeled(v) for v in y), bool, len(y))
+
+
+def _is_unlabeled(value) -> bool:
+    try:
+        return bool(value == UNLABELED) and not isinstance(value, str)
+    except (TypeError, ValueError):
+        return False
+
+
+def check_labels(y, n_samples: int) -> np.ndarray:
+    """Check classification targets ``y`` against ``n_samples`` rows of ``X``.
+
+    Parameters
+    ----------
+    y : array-like of shape (n_samples,)
+        Class labels of any type scikit-learn accepts.
+    n_samples : int
+        Number of rows of ``X``.
+
+    Returns
+    -------
+    ndarray of shape (n_samples,)
+    """
+    if y is None:
+        raise ValueError(
+            "This classifier requires y to be passed, but the target y is None. Pass the "
+            "class labels (use -1 for unlabeled rows where supported)."
+        )
+    y = column_or_1d(check_array(y, ensure_2d=False, dtype=None, input_name="y"), warn=True)
+    check_consistent_length(np.empty(n_samples), y)
+    check_classification_targets(y)
+    return y
+
+
+def check_n_classes(classes: np.ndarray) -> None:
+    """Raise ``ValueError`` unless there are at least two classes."""
+    if len(classes) < 2:
+        raise ValueError(
+            "A classifier needs at least 2 classes in y, but y has only one class: "
+            f"{classes.tolist()}. Add samples of other classes."
+        )
