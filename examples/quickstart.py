@@ -81,7 +81,12 @@ def main(argv: list[str] | None = None) -> None:
         f"{'student (s1, T=5)':<22}{student.n_parameters_:>12,}"
         f"{student.score(X_test, y_test):>15.3f}"
     )
-    print(f"compression rate: {student.compression_rate_:.1f}x")
+    print(f"chance level: {1 / 4:.3f}; compression rate: {student.compression_rate_:.1f}x")
+    if teacher.score(X_test, y_test) < 0.4:
+        print(
+            "note: the DSRF3D-v2 teacher has not left SGD's initial plateau at this size; "
+            "use more volumes or epochs (see docs/user_guide.rst, 'Training')."
+        )
     print(
         f"pickled student: {buffer.getbuffer().nbytes / 1e6:.2f} MB "
         f"(float32 weights: {4 * student.n_parameters_ / 1e6:.2f} MB; no teacher inside)"
