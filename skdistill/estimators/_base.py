@@ -44,12 +44,12 @@ class BaseVolumeClassifier(ClassifierMixin, BaseEstimator):
     """Base class of the volume classifiers; not for direct use.
 
     Subclasses define ``__init__`` (storing parameters only), ``fit`` and
-    :meth:`_network_arch`. This class trains the network with skorch, predicts in batches
+    ``_arch_parameter``, the name of the parameter that holds the network's architecture.
+    This class trains the network with skorch, predicts in batches
     without gradients, and pickles only the weights (no optimizer state).
     """
 
-    def _network_arch(self):
-        raise NotImplementedError  # pragma: no cover - abstract
+    _arch_parameter: str
 
     def _training_config(self) -> TrainingConfig:
         if self.nesterov and self.momentum == 0:
@@ -80,7 +80,10 @@ class BaseVolumeClassifier(ClassifierMixin, BaseEstimator):
         # Initialise under a local seed: reproducible, and the global RNG stays untouched.
         with local_torch_seed(seed):
             return build_network(
-                self._network_arch(), len(self.classes_), self.input_shape_, self.n_channels_
+                getattr(self, self._arch_parameter),
+                len(self.classes_),
+                self.input_shape_,
+                self.n_channels_,
             )
 
     def _train(

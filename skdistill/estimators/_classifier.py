@@ -95,6 +95,7 @@ class Cnn3DClassifier(BaseVolumeClassifier):
     (3, 2)
     """
 
+    _arch_parameter = "arch"
     _parameter_constraints: dict = {"arch": ARCH_CONSTRAINT, **TRAINING_PARAMETER_CONSTRAINTS}
 
     def __init__(
@@ -125,9 +126,6 @@ class Cnn3DClassifier(BaseVolumeClassifier):
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
-
-    def _network_arch(self):
-        return self.arch
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):

@@ -107,6 +107,7 @@ validation_fraction, device, random_state, verbose
     (3,)
     """
 
+    _arch_parameter = "student_arch"
     _parameter_constraints: dict = {
         "teacher": [HasMethods(["fit", "predict_proba"]), None],
         "student_arch": ARCH_CONSTRAINT,
@@ -152,9 +153,6 @@ validation_fraction, device, random_state, verbose
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
-
-    def _network_arch(self):
-        return self.student_arch
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y):

@@ -54,11 +54,11 @@ def validate_volumes(estimator: BaseEstimator, X, *, reset: bool) -> np.ndarray:
     if input_ndim(X) >= 3:
         return _validate_nd(estimator, X, reset=reset)
 
-    if not reset:
-        expected = _fitted_shape(estimator)
-        if expected[1:] != (1, 1):
-            n_features = np.shape(X)[1] if len(np.shape(X)) == 2 else np.shape(X)[1:]
-            _raise_shape_mismatch((n_features, 1, 1), expected)
+    if not reset and tuple(estimator.input_shape_[1:]) != (1, 1):
+        # Fitted on volumes, given feature rows: name both shapes before sklearn's check.
+        shape = getattr(X, "shape", None) or np.asarray(X).shape
+        if len(shape) == 2:
+            _raise_shape_mismatch((shape[1], 1, 1), estimator.input_shape_)
     X = validate_data(estimator, X, reset=reset, dtype=np.float32)
     return X.reshape(X.shape[0], 1, X.shape[1], 1, 1)
 
@@ -90,17 +90,13 @@ def _validate_nd(estimator: BaseEstimator, X, *, reset: bool) -> np.ndarray:
                 f"Volumes must be cubic, got shape {volume_shape}. Crop or pad the "
                 f"subtomograms to a common cubic box. {_SHAPES_HELP}"
             )
-    else:
-        expected = _fitted_shape(estimator)
-        if tuple(volume_shape) != expected or X.shape[1] != estimator.n_channels_:
-            _raise_shape_mismatch(volume_shape, expected, X.shape[1], estimator.n_channels_)
+    elif volume_shape != estimator.input_shape_ or X.shape[1] != estimator.n_channels_:
+        _raise_shape_mismatch(
+            volume_shape, estimator.input_shape_, X.shape[1], estimator.n_channels_
+        )
     # Run scikit-learn's bookkeeping (n_features_in_, feature names) on a flat view.
     validate_data(estimator, X.reshape(X.shape[0], -1), reset=reset, skip_check_array=True)
     return X
-
-
-def _fitted_shape(estimator: BaseEstimator) -> tuple[int, ...]:
-    return tuple(estimator.input_shape_)
 
 
 def _raise_shape_mismatch(got, expected, got_channels=None, expected_channels=None):
