@@ -1,0 +1,166 @@
+"""Image-formation steps of the subtomogram simulator, each usable on its own.
+
+Axes are ordered ``(z, y, x)``; the beam runs along z and the tilt axis is y. Fourier-space
+filters are defined on the grid of :func:`numpy.fft.rfftn` over the last three axes, so one
+filter applies to a whole batch of volumes with batched real FFTs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+__all__ = [
+    "add_noise",
+    "apply_fourier_filter",
+    "ctf",
+    "electron_wavelength",
+    "frequency_grid",
+    "missing_wedge_mask",
+    "random_euler_angles",
+]
+
+
+def electron_wavelength(voltage: float) -> float:
+    """Relativistic electron wavelength in Å for an acceleration voltage in kV.
+
+    >>> round(electron_wavelength(300.0), 5)
+    0.01969
+    """
+    volts = voltage * 1e3
+    return float(12.2643 / np.sqrt(volts * (1 + 0.978466e-6 * volts)))
+
+
+def frequency_grid(size: int, voxel_size: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Spatial frequencies ``(k_z, k_y, k_x)`` in 1/Å on the ``rfftn`` grid of a ``size³`` box."""
+    full = np.fft.fftfreq(size, d=voxel_size)
+    half = np.fft.rfftfreq(size, d=voxel_size)
+    return np.meshgrid(full, full, half, indexing="ij", sparse=True)
+
+
+def ctf(
+    size: int,
+    voxel_size: float,
+    *,
+    defocus: float = -5.0,
+    voltage: float = 300.0,
+    cs: float = 2.0,
+    envelope: float = 0.4,
+) -> np.ndarray:
+    """Phase-contrast transfer function with a Gaussian envelope, on the ``rfftn`` grid.
+
+    ``CTF(k) = sin(pi / 2 * (Cs * lambda**3 * k**4 - 2 * dz * lambda * k**2))`` times
+    ``exp(-k**2 / (2 * sigma**2))`` with ``sigma = envelope * Nyquist``.
+
+    Parameters
+    ----------
+    size : int
+        Edge length of the cubic box in voxels.
+    voxel_size : float
+        Voxel size in Å.
+    defocus : float, default=-5.0
+        Defocus ``dz`` in µm (negative: underfocus, as in the papers' simulations).
+    voltage : float, default=300.0
+        Acceleration voltage in kV.
+    cs : float, default=2.0
+        Spherical aberration in mm.
+    envelope : float, default=0.4
+        Envelope width as a fraction of the Nyquist frequency.
+
+    Returns
+    -------
+    ndarray of shape (size, size, size // 2 + 1)
+    """
+    kz, ky, kx = frequency_grid(size, voxel_size)
+    k2 = kz**2 + ky**2 + kx**2
+    wavelength = electron_wavelength(voltage)
+    phase = np.pi / 2 * (cs * 1e7 * wavelength**3 * k2**2 - 2 * defocus * 1e4 * wavelength * k2)
+    sigma = envelope / (2 * voxel_size)
+    return np.sin(phase) * np.exp(-k2 / (2 * sigma**2))
+
+
+def missing_wedge_mask(size: int, tilt_range: tuple[float, float] = (-60.0, 60.0)) -> np.ndarray:
+    """Fourier samples a single-axis tilt series about y records, on the ``rfftn`` grid.
+
+    A tilt by angle ``a`` samples the central plane through the k_y axis whose normal is the
+    tilted beam; the sampled planes cover the directions in the (k_x, k_z) plane within
+    ``tilt_range`` of the k_x axis. The rest, a wedge around k_z, is the missing wedge.
+
+    Parameters
+    ----------
+    size : int
+        Edge length of the cubic box.
+    tilt_range : (float, float), default=(-60, 60)
+        Lowest and highest tilt angle in degrees.
+
+    Returns
+    -------
+    ndarray of bool, shape (size, size, size // 2 + 1)
+        True where data are measured (the origin included).
+    """
+    low, high = tilt_range
+    if not -90 <= low < high <= 90:
+        raise ValueError(f"tilt_range must satisfy -90 <= low < high <= 90, got {tilt_range}.")
+    kz, _, kx = frequency_grid(size, 1.0)
+    # Angle of (k_x, k_z) from the k_x axis, folded to [-90, 90): a plane and its
+    # Friedel mate are the same measurement.
+    angle = np.degrees(np.arctan2(kz, kx))
+    angle = (angle + 90) % 180 - 90
+    measured = (angle >= low) & (angle <= high)
+    measured = measured | ((kx == 0) & (kz == 0))
+    return np.broadcast_to(measured, (size, size, size // 2 + 1)).copy()
+
+
+def apply_fourier_filter(volumes: np.ndarray, fourier_filter: np.ndarray) -> np.ndarray:
+    """Multiply the Fourier transforms of ``volumes`` (last three axes) by a filter.
+
+    Parameters
+    ----------
+    volumes : ndarray of shape (..., D, H, W)
+        Real volumes.
+    fourier_filter : ndarray of shape (D, H, W // 2 + 1)
+        Filter on the ``rfftn`` grid (e.g. ``ctf(...) * missing_wedge_mask(...)``).
+
+    Returns
+    -------
+    ndarray of the same shape as ``volumes``, dtype float32
+    """
+    shape = volumes.shape[-3:]
+    spectrum = np.fft.rfftn(volumes, axes=(-3, -2, -1))
+    filtered = np.fft.irfftn(spectrum * fourier_filter, s=shape, axes=(-3, -2, -1))
+    return filtered.astype(np.float32, copy=False)
+
+
+def add_noise(volumes: np.ndarray, snr: float, rng: np.random.Generator) -> np.ndarray:
+    """Add white Gaussian noise so that ``var(signal) / var(noise) == snr`` per volume.
+
+    Parameters
+    ----------
+    volumes : ndarray of shape (n, D, H, W)
+        Noise-free signal (after CTF and missing wedge).
+    snr : float
+        Signal-to-noise ratio, > 0.
+    rng : numpy.random.Generator
+        Source of the noise.
+
+    Returns
+    -------
+    ndarray of the same shape, dtype float32
+    """
+    if snr <= 0:
+        raise ValueError(f"snr must be > 0 (or None for noise-free volumes), got {snr}.")
+    axes = tuple(range(1, volumes.ndim))
+    std = np.sqrt(volumes.var(axis=axes, keepdims=True) / snr)
+    noise = rng.standard_normal(volumes.shape, dtype=np.float32)
+    return (volumes + std * noise).astype(np.float32, copy=False)
+
+
+def random_euler_angles(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Uniformly random rotations in SO(3) as ZYZ Euler angles in degrees (RELION's
+    ``rlnAngleRot``, ``rlnAngleTilt``, ``rlnAnglePsi``).
+
+    Returns
+    -------
+    ndarray of shape (n, 3)
+    """
+    return Rotation.random(n, random_state=rng).as_euler("ZYZ", degrees=True)
