@@ -133,3 +133,12 @@ def test_diverging_training_stops_with_a_clear_error(volumes):
     clf = Cnn3DClassifier(arch="tiny", random_state=0, **{**FAST, "lr": 1e12})
     with pytest.raises(TrainingDivergedError, match=r"Training diverged.*Lower lr"):
         clf.fit(X * 1e6, y)
+
+
+def test_split_falls_back_when_stratification_is_impossible():
+    X = np.random.default_rng(0).normal(size=(10, 4, 4, 4)).astype(np.float32)
+    y = np.repeat(np.arange(5), 2)
+    clf = Cnn3DClassifier(
+        arch="tiny", random_state=0, **{**FAST, "max_epochs": 1, "validation_fraction": 0.6}
+    ).fit(X, y)
+    assert clf.n_iter_ == 1

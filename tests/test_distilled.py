@@ -120,3 +120,26 @@ def test_distillation_loss_is_zero_when_student_matches():
     logits = torch.randn(5, 3)
     loss = distillation_loss(logits, torch.softmax(logits / 5.0, dim=1), temperature=5.0)
     assert loss.item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_any_sklearn_classifier_can_teach_on_feature_rows(volumes):
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = volumes
+    rows = X.reshape(len(X), -1)
+    student = DistilledClassifier(
+        LogisticRegression(max_iter=500), student_arch="tiny", random_state=0, **FAST
+    ).fit(rows, y)
+    assert student.predict(rows).shape == y.shape
+    assert np.isnan(student.teacher_score_)
+
+
+def test_memory_caches_the_default_teacher(tmp_path, count_teacher_fits):
+    X = np.random.default_rng(0).normal(size=(8, 8, 8, 8)).astype(np.float32)
+    y = np.arange(8) % 2
+    student = DistilledClassifier(
+        student_arch="tiny", memory=str(tmp_path), **{**FAST, "max_epochs": 1}
+    )
+    student.fit(X, y)
+    student.set_params(temperature=2.0).fit(X, y)
+    assert len(count_teacher_fits) == 1

@@ -231,7 +231,7 @@ def split_train_valid(
             "training data; pass more samples or validation_fraction=None."
         )
     counts = np.unique(stratify, return_counts=True)[1]
-    can_stratify = counts.min() >= 2 and n_valid >= len(counts)
+    can_stratify = counts.min() >= 2 and min(n_valid, n_samples - n_valid) >= len(counts)
     train, valid = train_test_split(
         indices,
         test_size=n_valid,

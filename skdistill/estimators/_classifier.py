@@ -49,8 +49,8 @@ class Cnn3DClassifier(BaseVolumeClassifier):
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, the validation split, shuffling and dropout. An int
-        gives identical predictions on the same CPU. The global torch and numpy random
-        states are left untouched.
+        gives identical predictions on the same CPU and leaves the global torch and numpy
+        random states untouched; ``None`` draws the seed from numpy's global generator.
     verbose : int, default=0
         Print skorch's per-epoch table when > 0.
 

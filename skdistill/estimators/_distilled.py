@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from numbers import Real
+from numbers import Integral, Real
 
 import numpy as np
 from scipy.special import softmax
@@ -14,7 +14,7 @@ from sklearn.utils.validation import check_is_fitted, check_memory
 
 from ..architectures import check_input_size
 from ..utils.device import draw_seed
-from ..utils.validation import check_labels, check_n_classes, unlabeled_mask
+from ..utils.validation import check_labels, check_n_classes, input_ndim, unlabeled_mask
 from ._base import ARCH_CONSTRAINT, TRAINING_PARAMETER_CONSTRAINTS, BaseVolumeClassifier
 from ._classifier import Cnn3DClassifier
 
@@ -40,9 +40,9 @@ class DistilledClassifier(BaseVolumeClassifier):
     ----------
     teacher : classifier or None, default=None
         Estimator with ``fit`` and ``predict_proba`` (``predict_log_proba`` is used when
-        present). ``None`` means ``Cnn3DClassifier()`` (DSRF3D-v2) seeded from
-        ``random_state``. Wrap a fitted teacher in ``FrozenEstimator`` to reuse it without
-        refitting; note that a teacher fitted on all data has seen every cross-validation
+        present). ``None`` means ``Cnn3DClassifier()`` (DSRF3D-v2) with this estimator's
+        ``device``, ``verbose`` and (integer) ``random_state``. Wrap a fitted teacher in
+        ``FrozenEstimator`` to reuse it without refitting; note that a teacher fitted on all data has seen every cross-validation
         test fold. To avoid that leak in a search, pass ``memory`` instead.
     student_arch : str or callable, default="s1"
         Student network (see :class:`Cnn3DClassifier`'s ``arch``).
@@ -186,8 +186,10 @@ validation_fraction, device, random_state, verbose
             check_input_size(self.student_arch, self.input_shape_)
         rng = np.random.RandomState(draw_seed(self.random_state))
 
-        teacher = self._fitted_teacher(X_checked, y, ~unlabeled, rng)
-        teacher_log_proba = _log_proba(teacher, X_checked)
+        # Feature rows go to the teacher as rows, so any scikit-learn classifier can teach.
+        X_teacher = X_checked.reshape(len(X_checked), -1) if input_ndim(X) == 2 else X_checked
+        teacher = self._fitted_teacher(X_teacher, y, ~unlabeled)
+        teacher_log_proba = _log_proba(teacher, X_teacher)
         soft_targets = softmax(teacher_log_proba / self.temperature, axis=1)
         hard = np.full(len(y), -1, dtype=np.float32)
         hard[~unlabeled] = encoder.transform(y[~unlabeled])
@@ -211,10 +213,12 @@ validation_fraction, device, random_state, verbose
         )
         return self
 
-    def _fitted_teacher(self, X, y, labeled: np.ndarray, rng: np.random.RandomState):
+    def _fitted_teacher(self, X, y, labeled: np.ndarray):
         teacher = self.teacher
         if teacher is None:
-            teacher = Cnn3DClassifier(random_state=draw_seed(rng))
+            # An int seed or None (not a RandomState) keeps memory= cache keys stable.
+            seed = self.random_state if isinstance(self.random_state, Integral) else None
+            teacher = Cnn3DClassifier(device=self.device, random_state=seed, verbose=self.verbose)
         if isinstance(teacher, FrozenEstimator):
             check_is_fitted(teacher.estimator)
             teacher_classes = np.asarray(teacher.classes_)

@@ -55,9 +55,10 @@ def local_torch_seed(seed: int, device: str = "cpu") -> Iterator[None]:
     seed : int
         Seed for the block.
     device : str, default="cpu"
-        Device in use; its CUDA RNG is forked too.
+        Device in use (all CUDA devices' generators are restored in any case).
     """
-    devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
+    # torch.manual_seed reseeds every CUDA device, so fork them all, not only ``device``.
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices, device_type="cuda"):
         torch.manual_seed(seed)
         yield
