@@ -42,8 +42,9 @@ class DistilledClassifier(BaseVolumeClassifier):
         Estimator with ``fit`` and ``predict_proba`` (``predict_log_proba`` is used when
         present). ``None`` means ``Cnn3DClassifier()`` (DSRF3D-v2) with this estimator's
         ``device``, ``verbose`` and (integer) ``random_state``. Wrap a fitted teacher in
-        ``FrozenEstimator`` to reuse it without refitting; note that a teacher fitted on all data has seen every cross-validation
-        test fold. To avoid that leak in a search, pass ``memory`` instead.
+        ``FrozenEstimator`` to reuse it without refitting; note that a teacher fitted on all
+        data has seen every cross-validation test fold. To avoid that leak in a search, pass
+        ``memory`` instead.
     student_arch : str or callable, default="s1"
         Student network (see :class:`Cnn3DClassifier`'s ``arch``).
     temperature : float, default=5.0
