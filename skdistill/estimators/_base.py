@@ -99,7 +99,7 @@ class BaseVolumeClassifier(ClassifierMixin, BaseEstimator):
         module = self._build_module(seed)
         train_idx, valid_idx = split_train_valid(len(X), stratify, self.validation_fraction, seed)
         valid = None if valid_idx is None else (X[valid_idx], targets[valid_idx])
-        with local_torch_seed(seed, self.device_):
+        with local_torch_seed(seed):
             net = make_net(module, config, distillation=distillation, valid_data=valid, seed=seed)
             net.fit(X[train_idx], targets[train_idx])
         best = best_epoch_index(net)

@@ -185,8 +185,6 @@ validation_fraction, device, random_state, verbose
         check_n_classes(self.classes_)
         if isinstance(self.student_arch, str):
             check_input_size(self.student_arch, self.input_shape_)
-        rng = np.random.RandomState(draw_seed(self.random_state))
-
         # Feature rows go to the teacher as rows, so any scikit-learn classifier can teach.
         X_teacher = X_checked.reshape(len(X_checked), -1) if input_ndim(X) == 2 else X_checked
         teacher = self._fitted_teacher(X_teacher, y, ~unlabeled)
@@ -200,7 +198,7 @@ validation_fraction, device, random_state, verbose
             X_checked,
             targets,
             stratify=hard,
-            seed=draw_seed(rng),
+            seed=draw_seed(self.random_state),
             distillation=(float(self.temperature), float(self.alpha)),
         )
         self.n_labeled_ = int((~unlabeled).sum())

@@ -47,17 +47,15 @@ def draw_seed(random_state) -> int:
 
 
 @contextlib.contextmanager
-def local_torch_seed(seed: int, device: str = "cpu") -> Iterator[None]:
+def local_torch_seed(seed: int) -> Iterator[None]:
     """Seed torch inside the block and restore the global RNG state afterwards.
 
     Parameters
     ----------
     seed : int
         Seed for the block.
-    device : str, default="cpu"
-        Device in use (all CUDA devices' generators are restored in any case).
     """
-    # torch.manual_seed reseeds every CUDA device, so fork them all, not only ``device``.
+    # torch.manual_seed reseeds every CUDA device, so every one is forked and restored.
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices, device_type="cuda"):
         torch.manual_seed(seed)
