@@ -1,5 +1,11 @@
-"""Data sets: toy volumes for tests and examples; simulator physics in ``physics``."""
+"""Data sets: simulated subtomograms (``make_subtomograms``) and toy volumes for tests.
 
+The image-formation steps live in :mod:`skdistill.datasets.physics`, the synthetic
+macromolecule templates in :mod:`skdistill.datasets.templates`.
+"""
+
+from ._simulate import make_subtomograms
 from ._toy import TOY_SHAPES, make_toy_volumes
+from .templates import make_templates
 
-__all__ = ["TOY_SHAPES", "make_toy_volumes"]
+__all__ = ["TOY_SHAPES", "make_subtomograms", "make_templates", "make_toy_volumes"]

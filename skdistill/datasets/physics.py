@@ -7,7 +7,11 @@ filter applies to a whole batch of volumes with batched real FFTs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+import scipy.fft
+from scipy.ndimage import affine_transform
 from scipy.spatial.transform import Rotation
 
 __all__ = [
@@ -18,6 +22,9 @@ __all__ = [
     "frequency_grid",
     "missing_wedge_mask",
     "random_euler_angles",
+    "random_shifts",
+    "rotation_matrices",
+    "transform_volumes",
 ]
 
 
@@ -125,13 +132,22 @@ def apply_fourier_filter(volumes: np.ndarray, fourier_filter: np.ndarray) -> np.
     -------
     ndarray of the same shape as ``volumes``, dtype float32
     """
+    # scipy.fft keeps float32 in single precision (numpy.fft promotes to float64). One
+    # transform per volume: a batched transform vectorises across volumes, which rounds a
+    # volume differently depending on the batch it is in (seen at 32^3).
+    volumes = np.asarray(volumes, dtype=np.float32)
     shape = volumes.shape[-3:]
-    spectrum = np.fft.rfftn(volumes, axes=(-3, -2, -1))
-    filtered = np.fft.irfftn(spectrum * fourier_filter, s=shape, axes=(-3, -2, -1))
-    return filtered.astype(np.float32, copy=False)
+    fourier_filter = fourier_filter.astype(np.float32, copy=False)
+    flat = volumes.reshape(-1, *shape)
+    out = np.empty(flat.shape, dtype=np.float32)
+    for i, volume in enumerate(flat):
+        out[i] = scipy.fft.irfftn(scipy.fft.rfftn(volume) * fourier_filter, s=shape)
+    return out.reshape(volumes.shape)
 
 
-def add_noise(volumes: np.ndarray, snr: float, rng: np.random.Generator) -> np.ndarray:
+def add_noise(
+    volumes: np.ndarray, snr: float, rng: np.random.Generator | Sequence[np.random.Generator]
+) -> np.ndarray:
     """Add white Gaussian noise so that ``var(signal) / var(noise) == snr`` per volume.
 
     Parameters
@@ -140,8 +156,9 @@ def add_noise(volumes: np.ndarray, snr: float, rng: np.random.Generator) -> np.n
         Noise-free signal (after CTF and missing wedge).
     snr : float
         Signal-to-noise ratio, > 0.
-    rng : numpy.random.Generator
-        Source of the noise.
+    rng : numpy.random.Generator or sequence of them
+        Source of the noise; one generator per volume makes each volume's noise independent of
+        the others in the batch.
 
     Returns
     -------
@@ -151,7 +168,12 @@ def add_noise(volumes: np.ndarray, snr: float, rng: np.random.Generator) -> np.n
         raise ValueError(f"snr must be > 0 (or None for noise-free volumes), got {snr}.")
     axes = tuple(range(1, volumes.ndim))
     std = np.sqrt(volumes.var(axis=axes, keepdims=True) / snr)
-    noise = rng.standard_normal(volumes.shape, dtype=np.float32)
+    if isinstance(rng, np.random.Generator):
+        noise = rng.standard_normal(volumes.shape, dtype=np.float32)
+    else:
+        if len(rng) != len(volumes):
+            raise ValueError(f"Got {len(rng)} generators for {len(volumes)} volumes.")
+        noise = np.stack([g.standard_normal(volumes.shape[1:], dtype=np.float32) for g in rng])
     return (volumes + std * noise).astype(np.float32, copy=False)
 
 
@@ -164,3 +186,62 @@ def random_euler_angles(n: int, rng: np.random.Generator) -> np.ndarray:
     ndarray of shape (n, 3)
     """
     return Rotation.random(n, random_state=rng).as_euler("ZYZ", degrees=True)
+
+
+def random_shifts(n: int, size: int, max_shift: float, rng: np.random.Generator) -> np.ndarray:
+    """Uniform random offsets within ``+-max_shift * size`` voxels along each axis.
+
+    Returns
+    -------
+    ndarray of shape (n, 3)
+        Offsets in voxels, ordered (z, y, x).
+    """
+    return rng.uniform(-max_shift * size, max_shift * size, size=(n, 3))
+
+
+def rotation_matrices(angles: np.ndarray) -> np.ndarray:
+    """Rotation matrices, acting on (x, y, z) column vectors, of ZYZ Euler angles in degrees.
+
+    The matrix is ``Rz(rot) @ Ry(tilt) @ Rz(psi)`` (intrinsic ZYZ), the form of RELION's
+    ``rlnAngleRot``, ``rlnAngleTilt`` and ``rlnAnglePsi``.
+
+    Parameters
+    ----------
+    angles : ndarray of shape (n, 3)
+        ``(rot, tilt, psi)`` in degrees.
+
+    Returns
+    -------
+    ndarray of shape (n, 3, 3)
+    """
+    return Rotation.from_euler("ZYZ", np.asarray(angles), degrees=True).as_matrix()
+
+
+def transform_volumes(volumes: np.ndarray, rotations: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    """Rotate and shift volumes about the box centre by trilinear resampling.
+
+    The output at position ``p`` is the input at ``R.T @ (p - c - t) + c``, with ``c`` the
+    centre voxel ``size // 2``: the same pose convention as the rendering of Gaussian
+    assemblies. Used for user-supplied template maps; voxels outside the input are zero.
+
+    Parameters
+    ----------
+    volumes : ndarray of shape (n, D, H, W)
+        Cubic volumes.
+    rotations : ndarray of shape (n, 3, 3)
+        Rotation matrices acting on (x, y, z) vectors (see :func:`rotation_matrices`).
+    shifts : ndarray of shape (n, 3)
+        Offsets in voxels, ordered (z, y, x).
+
+    Returns
+    -------
+    ndarray of shape (n, D, H, W), dtype float32
+    """
+    center = np.full(3, volumes.shape[-1] // 2, dtype=float)
+    out = np.empty(volumes.shape, dtype=np.float32)
+    for i, (volume, rotation, shift) in enumerate(zip(volumes, rotations, shifts, strict=True)):
+        # Reverse the axis order: the matrices act on (x, y, z), the arrays are (z, y, x).
+        inverse = rotation[::-1, ::-1].T
+        offset = center - inverse @ (center + shift)
+        out[i] = affine_transform(volume, inverse, offset=offset, order=1, mode="constant")
+    return out

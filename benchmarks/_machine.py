@@ -1,0 +1,50 @@
+"""Description of the machine a benchmark ran on, for the result files."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+#: Where benchmark results are written.
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo where available)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_description() -> dict:
+    """CPU model, usable cores, OS, Python and key library versions."""
+    import numpy
+    import scipy
+
+    description = {
+        "cpu": cpu_model(),
+        "cores": len(os.sched_getaffinity(0)),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+    }
+    try:
+        import torch
+
+        description["torch"] = torch.__version__
+        if torch.cuda.is_available():
+            description["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return description
+
+
+def markdown_machine(description: dict) -> str:
+    """The machine description as a markdown bullet list."""
+    return "\n".join(f"- {key}: {value}" for key, value in description.items())

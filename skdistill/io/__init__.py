@@ -1,0 +1,14 @@
+"""Reading and writing subtomograms: MRC files through mrcfile, RELION STAR through starfile.
+
+- :func:`write_subtomograms` writes one float32 MRC file per subtomogram and a RELION 3.1+
+  ``particles.star`` with labels, class names, orientations and shifts, atomically and
+  without overwriting files unless asked to.
+- :func:`read_subtomograms` reads them (or a directory, an MRC stack, a list of MRC files)
+  into memory.
+- :class:`SubtomogramStack` is the lazy, memory-mapped view both build on.
+"""
+
+from .stack import SubtomogramStack
+from .subtomograms import read_subtomograms, write_subtomograms
+
+__all__ = ["SubtomogramStack", "read_subtomograms", "write_subtomograms"]

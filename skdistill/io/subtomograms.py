@@ -1,0 +1,256 @@
+"""Write and read a data set of subtomograms: one MRC file each, plus ``particles.star``."""
+
+from __future__ import annotations
+
+import functools
+import numbers
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ._atomic import check_targets, write_atomically
+from .mrc import write_new_volume
+from .stack import SubtomogramStack
+from .star import PARTICLES_STAR, check_class_name, write_particles_star
+
+__all__ = ["read_subtomograms", "write_subtomograms"]
+
+
+def write_subtomograms(
+    directory: str | os.PathLike,
+    X,
+    y=None,
+    *,
+    voxel_size: float,
+    class_names: Sequence[str] | None = None,
+    overwrite: bool = False,
+    rotations=None,
+    shifts=None,
+) -> Path:
+    """Write subtomograms as MRC files and list them in a RELION ``particles.star`` file.
+
+    Each volume goes to ``directory/subtomo_000001.mrc``, ``subtomo_000002.mrc``, ... (at
+    least six digits, counting from 1) as float32 (MRC mode 2) with ``voxel_size`` in the
+    header. ``particles.star`` follows RELION 3.1+ (see :mod:`skdistill.io.star` for the
+    labels): a ``data_optics`` block, a ``data_particles`` block with ``rlnImageName``
+    relative to the STAR file, and, when ``class_names`` is given, a ``data_classes`` block
+    with ``rlnClassNumber`` and ``skdistillClassName``.
+
+    Every file is written to a temporary file in ``directory`` and moved into place only once
+    all of them are written, so a failed call leaves existing files as they were and leaves
+    no temporary files behind.
+
+    Parameters
+    ----------
+    directory : str or path-like
+        Output directory, created if missing.
+    X : array-like of shape (n, D, H, W) or (n, 1, D, H, W)
+        Cubic volumes (``D == H == W``) of finite real values.
+    y : array-like of int, shape (n,), default=None
+        Class labels 0..K-1, written as ``rlnClassNumber = y + 1``.
+    voxel_size : float
+        Voxel size in Å.
+    class_names : sequence of str, default=None
+        Names of classes 0..K-1 (at least ``max(y) + 1`` of them).
+    overwrite : bool, default=False
+        Whether to replace existing files. Without it, any existing target raises
+        ``FileExistsError`` before anything is written.
+    rotations : array-like of shape (n, 3), default=None
+        ZYZ Euler angles ``(rot, tilt, psi)`` in degrees (``rlnAngleRot/Tilt/Psi``).
+    shifts : array-like of shape (n, 3), default=None
+        Particle offsets from the box centre in voxels, ordered ``(z, y, x)`` like the
+        array axes. Written as RELION origins, the translation that re-centres the particle:
+        ``rlnOriginXAngst = -shift_x * voxel_size`` and likewise for y and z.
+
+    Returns
+    -------
+    Path
+        The ``particles.star`` file.
+
+    Raises
+    ------
+    FileExistsError
+        If a target file exists and ``overwrite`` is false.
+    ValueError
+        If an input is malformed; the message says what to change.
+
+    See Also
+    --------
+    read_subtomograms, SubtomogramStack
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from skdistill.io import read_subtomograms, write_subtomograms
+    >>> X = np.zeros((2, 4, 4, 4), dtype=np.float32)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     star = write_subtomograms(tmp, X, [0, 1], voxel_size=10.0)
+    ...     X_read, y_read = read_subtomograms(star)
+    >>> star.name, X_read.shape, y_read.tolist()
+    ('particles.star', (2, 4, 4, 4), [0, 1])
+    """
+    X = _check_volumes(X)
+    n = len(X)
+    voxel_size = _check_voxel_size(voxel_size)
+    y = None if y is None else _check_labels(y, n)
+    class_names = None if class_names is None else _check_class_names(class_names, y)
+    rotations = None if rotations is None else _check_per_particle(rotations, n, "rotations")
+    shifts = None if shifts is None else _check_per_particle(shifts, n, "shifts")
+
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(f"{directory} exists and is not a directory; pick another.")
+    width = max(6, len(str(n)))
+    names = [f"subtomo_{i:0{width}d}.mrc" for i in range(1, n + 1)]
+    star = directory / PARTICLES_STAR
+    targets = [directory / name for name in names]
+    check_targets([*targets, star], overwrite=overwrite)
+
+    directory.mkdir(parents=True, exist_ok=True)
+    jobs = [
+        (target, functools.partial(write_new_volume, volume=volume, voxel_size=voxel_size))
+        for target, volume in zip(targets, X, strict=True)
+    ]
+    write_star = functools.partial(
+        write_particles_star,
+        image_names=names,
+        voxel_size=voxel_size,
+        box_size=X.shape[-1],
+        labels=y,
+        class_names=class_names,
+        rotations=rotations,
+        shifts=shifts,
+    )
+    write_atomically([*jobs, (star, write_star)])
+    return star
+
+
+def read_subtomograms(
+    star_or_paths: str | os.PathLike | Sequence[str | os.PathLike],
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read subtomograms and their labels into memory.
+
+    Parameters
+    ----------
+    star_or_paths : str, path-like or sequence of them
+        A STAR file, a directory (its ``particles.star``, else its ``*.mrc`` files sorted by
+        name), one MRC file (a volume or a volume stack) or a list of MRC files; see
+        :class:`SubtomogramStack`.
+
+    Returns
+    -------
+    X : ndarray of shape (n, D, H, W), dtype float32
+        The volumes.
+    y : ndarray of shape (n,), dtype int64, or None
+        0-based labels (``rlnClassNumber - 1``), or None when the source has no labels.
+
+    See Also
+    --------
+    SubtomogramStack : The same data, read lazily.
+    write_subtomograms
+    """
+    stack = SubtomogramStack(star_or_paths)
+    labels = None if stack.labels is None else stack.labels.copy()
+    return np.asarray(stack), labels
+
+
+def _check_volumes(X) -> np.ndarray:
+    X = np.asarray(X)
+    if X.dtype.kind not in "biuf":
+        raise ValueError(
+            f"X must hold real numbers, got dtype {X.dtype}. Pass volumes as a float array."
+        )
+    if X.ndim == 5 and X.shape[1] == 1:
+        X = X[:, 0]
+    if X.ndim != 4:
+        raise ValueError(
+            f"X has shape {X.shape}; pass subtomograms as (n, D, H, W) or (n, 1, D, H, W) "
+            "(one channel). Add a leading axis for a single volume: X[np.newaxis]."
+        )
+    if len(X) == 0:
+        raise ValueError("X holds no subtomograms; pass at least one volume.")
+    if not X.shape[1] == X.shape[2] == X.shape[3]:
+        raise ValueError(
+            f"X holds volumes of shape {X.shape[1:]}, which are not cubic. Crop or pad them "
+            "to D == H == W before writing."
+        )
+    with np.errstate(over="ignore"):
+        X = np.asarray(X, dtype=np.float32)
+    finite = np.isfinite(X).reshape(len(X), -1).all(axis=1)
+    if not finite.all():
+        raise ValueError(
+            f"X[{int(np.flatnonzero(~finite)[0])}] holds NaN or infinite values (in float32; "
+            f"{int((~finite).sum())} subtomograms are affected). Remove or repair them first."
+        )
+    return X
+
+
+def _check_voxel_size(voxel_size) -> float:
+    if (
+        isinstance(voxel_size, bool)
+        or not isinstance(voxel_size, numbers.Real)
+        or not np.isfinite(voxel_size)
+        or voxel_size <= 0
+    ):
+        raise ValueError(
+            f"voxel_size must be a positive number of Å per voxel, got {voxel_size!r}. Take "
+            "it from the tomogram, e.g. mrcfile.open(path).voxel_size.x."
+        )
+    return float(voxel_size)
+
+
+def _check_labels(y, n: int) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != n:
+        raise ValueError(
+            f"y has shape {y.shape} but X holds {n} subtomograms; pass one label per "
+            f"subtomogram, shape ({n},)."
+        )
+    if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        y = y.astype(np.int64)
+    if y.dtype.kind not in "iu":
+        raise ValueError(
+            f"y must hold integer class labels 0..K-1, got dtype {y.dtype}. Encode other "
+            "labels with sklearn.preprocessing.LabelEncoder and pass "
+            "class_names=list(encoder.classes_)."
+        )
+    if np.any(y < 0):
+        first = int(np.flatnonzero(y < 0)[0])
+        raise ValueError(
+            f"y[{first}] is {int(y[first])}, but labels must be 0..K-1 (RELION class numbers "
+            "start at 1). Drop unlabelled subtomograms or write them without y."
+        )
+    return y.astype(np.int64)
+
+
+def _check_class_names(class_names, y: np.ndarray | None) -> list[str]:
+    if isinstance(class_names, str):
+        raise ValueError("class_names must be a sequence of names, not one string.")
+    names = list(class_names)
+    for name in names:
+        check_class_name(name)
+    names = [str(name) for name in names]
+    if len(set(names)) != len(names):
+        raise ValueError(f"class_names holds duplicates: {names}; give each class its own name.")
+    if y is not None and len(names) <= y.max():
+        raise ValueError(
+            f"class_names has {len(names)} names but y uses label {int(y.max())}; pass at "
+            f"least {int(y.max()) + 1} names, one per label 0..{int(y.max())}."
+        )
+    return names
+
+
+def _check_per_particle(values, n: int, name: str) -> np.ndarray:
+    values = np.asarray(values)
+    if values.dtype.kind not in "iuf" or values.shape != (n, 3):
+        raise ValueError(
+            f"{name} has shape {values.shape} and dtype {values.dtype}; pass real numbers of "
+            f"shape ({n}, 3), one row per subtomogram."
+        )
+    values = values.astype(np.float64)
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"{name} holds NaN or infinite values; pass finite numbers.")
+    return values
