@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -29,3 +31,18 @@ def test_quickstart_runs_and_reports():
     assert "pickled student:" in result.stdout
     # s1 at 27^3 pools to one voxel as at 40^3; with 4 classes: 1,014,071 - 19 * 1,025.
     assert "994,596" in result.stdout
+
+
+def test_simulated_subtomograms_figure_is_written(tmp_path):
+    pytest.importorskip("matplotlib")
+    figure = tmp_path / "figure.png"
+    result = subprocess.run(
+        [sys.executable, EXAMPLES / "plot_simulated_subtomograms.py", "--size", "16",
+         "--out", figure],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )  # fmt: skip
+    assert figure.stat().st_size > 10_000
+    assert str(figure) in result.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
 from numbers import Integral, Real
 
 import numpy as np
@@ -114,15 +115,31 @@ class BaseVolumeClassifier(ClassifierMixin, BaseEstimator):
     # -- prediction ------------------------------------------------------------------
     def _predict_logits(self, X) -> np.ndarray:
         check_is_fitted(self, "net_")
-        X = validate_volumes(self, X, reset=False)
         module = self.net_.module_
         module.eval()
         outputs = []
         with torch.inference_mode():
-            for start in range(0, len(X), INFERENCE_BATCH_SIZE):
-                batch = torch.from_numpy(X[start : start + INFERENCE_BATCH_SIZE])
+            for batch in self._inference_batches(X):
+                batch = torch.from_numpy(batch)
                 outputs.append(module(batch.to(self.device_)).float().cpu().numpy())
         return np.concatenate(outputs).astype(np.float64)
+
+    def _inference_batches(self, X) -> Iterator[np.ndarray]:
+        """Validated float32 batches ``(k, C, D, H, W)`` of ``X``.
+
+        A lazy source (anything with ``iter_batches(batch_size)``, such as
+        :class:`~skdistill.io.SubtomogramStack`) is read and validated one batch at a time,
+        so prediction memory does not grow with the number of volumes.
+        """
+        if hasattr(X, "iter_batches"):
+            if len(X) == 0:
+                raise ValueError(f"{type(X).__name__} holds no volumes; nothing to predict.")
+            for batch in X.iter_batches(INFERENCE_BATCH_SIZE):
+                yield validate_volumes(self, batch, reset=False)
+            return
+        X = validate_volumes(self, X, reset=False)
+        for start in range(0, len(X), INFERENCE_BATCH_SIZE):
+            yield X[start : start + INFERENCE_BATCH_SIZE]
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities (softmax at temperature 1).
@@ -130,7 +147,8 @@ class BaseVolumeClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, D, H, W) or (n_samples, 1, D, H, W)
-            Volumes of the shape seen in fit.
+            Volumes of the shape seen in fit, or a lazy
+            :class:`~skdistill.io.SubtomogramStack`, read in batches.
 
         Returns
         -------
@@ -145,7 +163,8 @@ class BaseVolumeClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, D, H, W) or (n_samples, 1, D, H, W)
-            Volumes of the shape seen in fit.
+            Volumes of the shape seen in fit, or a lazy
+            :class:`~skdistill.io.SubtomogramStack`, read in batches.
 
         Returns
         -------
@@ -159,7 +178,8 @@ class BaseVolumeClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, D, H, W) or (n_samples, 1, D, H, W)
-            Volumes of the shape seen in fit.
+            Volumes of the shape seen in fit, or a lazy
+            :class:`~skdistill.io.SubtomogramStack`, read in batches.
 
         Returns
         -------

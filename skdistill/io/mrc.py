@@ -150,7 +150,12 @@ def read_volumes(
         if data.ndim == 3:
             volumes = np.broadcast_to(data, (len(indices), *data.shape))
         else:
-            volumes = data[np.asarray(indices, dtype=np.intp)]
+            indices = np.asarray(indices, dtype=np.intp)
+            consecutive = len(indices) > 0 and np.array_equal(
+                indices, np.arange(indices[0], indices[0] + len(indices))
+            )
+            # A slice of the memory map is a view: the float32 conversion is the only copy.
+            volumes = data[indices[0] : indices[0] + len(indices)] if consecutive else data[indices]
         with np.errstate(over="ignore"):
             return np.array(volumes, dtype=np.float32)
 

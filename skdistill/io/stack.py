@@ -195,6 +195,10 @@ class SubtomogramStack:
 
     def _read(self, indices: np.ndarray) -> np.ndarray:
         """Read the volumes at ``indices``, opening each file once per run of its volumes."""
+        first = self._paths[indices[0]] if len(indices) else None
+        if first is not None and all(self._paths[i] == first for i in indices):
+            # One file (e.g. a batch of an MRC stack): no intermediate buffer.
+            return read_volumes(first, self._stack_indices[indices], self._volume_shape)
         volumes = np.empty((len(indices), *self._volume_shape), dtype=np.float32)
         start = 0
         for path, run in itertools.groupby(indices, key=self._paths.__getitem__):
