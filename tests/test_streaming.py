@@ -44,9 +44,9 @@ def test_predicting_a_2000_volume_stack_uses_bounded_memory(fitted, stack_file):
     finally:
         tracemalloc.stop()
     assert proba.shape == (N_VOLUMES, 3)
-    # Batches of 256 volumes (4 MB) are read and validated one at a time: the peak is a few
+    # Batches of 64 volumes (1 MB) are read and validated one at a time: the peak is a few
     # batches, whatever the stack's length; loading the stack would take 32 MB.
-    batch_size = INFERENCE_BATCH_SIZE * SIZE**3 * 4
+    batch_size = INFERENCE_BATCH_SIZE["cpu"] * SIZE**3 * 4
     assert peak < 3 * batch_size < full_size / 2, f"peak {peak / 1e6:.1f} MB"
     np.testing.assert_allclose(proba, fitted.predict_proba(np.asarray(stack)), atol=1e-6)
 

@@ -18,11 +18,13 @@ from sklearn.utils.validation import check_is_fitted
 from ..architectures import build_network, count_parameters, list_architectures
 from ..exceptions import DeviceFallbackWarning
 from ..utils.device import local_torch_seed, resolve_device
+from ..utils.precision import PRECISIONS, autocast, resolve_precision, to_channels_last
 from ..utils.validation import validate_volumes
 from ._net import TrainingConfig, best_epoch_index, epoch_summary, make_net
 
-#: Volumes per forward pass at prediction time.
-INFERENCE_BATCH_SIZE = 256
+#: Volumes per forward pass at prediction time, by device type: independent of the training
+#: batch size; large on GPUs, cache-sized on CPUs.
+INFERENCE_BATCH_SIZE = {"cpu": 64, "cuda": 1024}
 
 TRAINING_PARAMETER_CONSTRAINTS: dict = {
     "max_epochs": [Interval(Integral, 1, None, closed="left")],
@@ -34,6 +36,8 @@ TRAINING_PARAMETER_CONSTRAINTS: dict = {
     "early_stopping": [Interval(Integral, 1, None, closed="left"), None],
     "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
     "device": [str, torch.device],
+    "precision": [StrOptions(set(PRECISIONS))],
+    "inference_precision": [StrOptions(set(PRECISIONS))],
     "random_state": ["random_state"],
     "verbose": ["verbose"],
 }
@@ -67,6 +71,7 @@ class BaseVolumeClassifier(ClassifierMixin, BaseEstimator):
             early_stopping=self.early_stopping,
             device=self.device_,
             verbose=self.verbose,
+            precision=self.precision_,
         )
 
     def _validate_fit_inputs(self, X) -> np.ndarray:
@@ -75,6 +80,7 @@ class BaseVolumeClassifier(ClassifierMixin, BaseEstimator):
         self.input_shape_ = tuple(int(s) for s in X.shape[2:])
         self.n_channels_ = int(X.shape[1])
         self.device_ = resolve_device(self.device)
+        self.precision_ = resolve_precision(self.precision, self.device_)
         return X
 
     def _build_module(self, seed: int = 0) -> torch.nn.Module:
@@ -115,13 +121,17 @@ class BaseVolumeClassifier(ClassifierMixin, BaseEstimator):
     # -- prediction ------------------------------------------------------------------
     def _predict_logits(self, X) -> np.ndarray:
         check_is_fitted(self, "net_")
-        module = self.net_.module_
+        precision = resolve_precision(self.inference_precision, self.device_)
+        cuda = torch.device(self.device_).type == "cuda"
+        module = self.net_.module_.to(memory_format=torch.channels_last_3d)
         module.eval()
         outputs = []
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.device_, precision):
             for batch in self._inference_batches(X):
                 batch = torch.from_numpy(batch)
-                outputs.append(module(batch.to(self.device_)).float().cpu().numpy())
+                if cuda:
+                    batch = batch.pin_memory().to(self.device_, non_blocking=True)
+                outputs.append(module(to_channels_last(batch)).float().cpu().numpy())
         return np.concatenate(outputs).astype(np.float64)
 
     def _inference_batches(self, X) -> Iterator[np.ndarray]:
@@ -131,15 +141,16 @@ class BaseVolumeClassifier(ClassifierMixin, BaseEstimator):
         :class:`~skdistill.io.SubtomogramStack`) is read and validated one batch at a time,
         so prediction memory does not grow with the number of volumes.
         """
+        batch_size = INFERENCE_BATCH_SIZE[torch.device(self.device_).type]
         if hasattr(X, "iter_batches"):
             if len(X) == 0:
                 raise ValueError(f"{type(X).__name__} holds no volumes; nothing to predict.")
-            for batch in X.iter_batches(INFERENCE_BATCH_SIZE):
+            for batch in X.iter_batches(batch_size):
                 yield validate_volumes(self, batch, reset=False)
             return
         X = validate_volumes(self, X, reset=False)
-        for start in range(0, len(X), INFERENCE_BATCH_SIZE):
-            yield X[start : start + INFERENCE_BATCH_SIZE]
+        for start in range(0, len(X), batch_size):
+            yield X[start : start + batch_size]
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities (softmax at temperature 1).

@@ -41,7 +41,8 @@ class DistilledClassifier(BaseVolumeClassifier):
     teacher : classifier or None, default=None
         Estimator with ``fit`` and ``predict_proba`` (``predict_log_proba`` is used when
         present). ``None`` means ``Cnn3DClassifier()`` (DSRF3D-v2) with this estimator's
-        ``device``, ``verbose`` and (integer) ``random_state``. Wrap a fitted teacher in
+        ``device``, ``precision``, ``inference_precision``, ``verbose`` and (integer)
+        ``random_state``. Wrap a fitted teacher in
         ``FrozenEstimator`` to reuse it without refitting; note that a teacher fitted on all
         data has seen every cross-validation test fold. To avoid that leak in a search, pass
         ``memory`` instead.
@@ -55,8 +56,8 @@ class DistilledClassifier(BaseVolumeClassifier):
         Cache of teacher fits, keyed on the teacher's parameters and the data: a grid search
         over ``temperature`` and ``student_arch`` then fits the teacher once per fold.
     max_epochs, batch_size, lr, momentum, nesterov, lr_decay, early_stopping, \
-validation_fraction, device, random_state, verbose
-        Student training settings, as in :class:`Cnn3DClassifier`.
+validation_fraction, device, precision, inference_precision, random_state, verbose
+        Student training and prediction settings, as in :class:`Cnn3DClassifier`.
 
     Attributes
     ----------
@@ -70,6 +71,8 @@ validation_fraction, device, random_state, verbose
         Number of input channels.
     device_ : str
         Device the student lives on.
+    precision_ : str
+        Student training precision used (``"fp32"`` or ``"bf16"``).
     net_ : skorch.NeuralNet
         The trained student net.
     history_ : skorch.history.History
@@ -135,6 +138,8 @@ validation_fraction, device, random_state, verbose
         early_stopping=5,
         validation_fraction=0.2,
         device="auto",
+        precision="fp32",
+        inference_precision="auto",
         random_state=None,
         verbose=0,
     ):
@@ -152,6 +157,8 @@ validation_fraction, device, random_state, verbose
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.device = device
+        self.precision = precision
+        self.inference_precision = inference_precision
         self.random_state = random_state
         self.verbose = verbose
 
@@ -217,7 +224,13 @@ validation_fraction, device, random_state, verbose
         if teacher is None:
             # An int seed or None (not a RandomState) keeps memory= cache keys stable.
             seed = self.random_state if isinstance(self.random_state, Integral) else None
-            teacher = Cnn3DClassifier(device=self.device, random_state=seed, verbose=self.verbose)
+            teacher = Cnn3DClassifier(
+                device=self.device,
+                precision=self.precision,
+                inference_precision=self.inference_precision,
+                random_state=seed,
+                verbose=self.verbose,
+            )
         if isinstance(teacher, FrozenEstimator):
             check_is_fitted(teacher.estimator)
             teacher_classes = np.asarray(teacher.classes_)

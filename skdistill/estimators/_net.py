@@ -22,11 +22,37 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from ..exceptions import TrainingDivergedError
 from ..losses import DistillationLoss
+from ..utils.precision import autocast, to_channels_last
 
-__all__ = ["DistillationNet", "TrainingConfig", "epoch_summary", "make_net"]
+__all__ = ["DistillationNet", "TrainingConfig", "TrainingNet", "epoch_summary", "make_net"]
 
 
-class DistillationNet(NeuralNet):
+class TrainingNet(NeuralNet):
+    """skorch net that runs forward passes on channels-last volumes, in bf16 if asked.
+
+    Parameters
+    ----------
+    precision : {"fp32", "bf16"}, default="fp32"
+        ``"bf16"`` runs forward passes under :func:`torch.autocast` with bfloat16; the loss
+        is computed from float32 logits either way.
+    """
+
+    def __init__(self, *args, precision: str = "fp32", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.precision = precision
+
+    def initialize_module(self):
+        super().initialize_module()
+        self.module_ = self.module_.to(memory_format=torch.channels_last_3d)
+        return self
+
+    def infer(self, x, **fit_params):
+        x = to_channels_last(to_tensor(x, device=self.device))
+        with autocast(self.device, self.precision):
+            return super().infer(x, **fit_params).float()
+
+
+class DistillationNet(TrainingNet):
     """skorch net whose targets pack teacher probabilities and hard labels.
 
     ``y`` has shape ``(n, n_classes + 1)``: the teacher's softmax at temperature ``T`` in
@@ -86,6 +112,7 @@ class TrainingConfig:
     early_stopping: int | None
     device: str
     verbose: int
+    precision: str = "fp32"
 
 
 def make_net(
@@ -151,7 +178,7 @@ def make_net(
             )
         )
     if distillation is None:
-        net_class, criterion, criterion_params = NeuralNet, nn.CrossEntropyLoss, {}
+        net_class, criterion, criterion_params = TrainingNet, nn.CrossEntropyLoss, {}
     else:
         temperature, alpha = distillation
         net_class, criterion = DistillationNet, DistillationLoss
@@ -171,6 +198,7 @@ def make_net(
         iterator_train__generator=torch.Generator().manual_seed(seed),
         device=config.device,
         verbose=config.verbose,
+        precision=config.precision,
         **criterion_params,
     )
 

@@ -1,0 +1,99 @@
+"""The ``skdistill`` command line: thin subcommands around the library.
+
+``skdistill simulate`` writes simulated subtomograms to disk
+(:func:`~skdistill.datasets.make_subtomograms`, :mod:`skdistill.io`); ``skdistill info``
+describes subtomograms on disk (:class:`~skdistill.io.SubtomogramStack`). Run it as
+``skdistill`` or ``python -m skdistill``.
+
+Each subcommand is a module with ``add_parser(subparsers)``, which adds its parser and sets
+``run(args) -> int`` as its default; adding a command means adding its module to
+:data:`COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+from .. import __version__
+from . import _info, _simulate
+from ._arguments import HelpFormatter
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+#: The subcommands, in the order ``skdistill --help`` lists them.
+COMMANDS = (_simulate, _info)
+
+_PREFIX = "skdistill: error:"
+
+_DESCRIPTION = """\
+Simulate cryo-ET subtomograms and inspect subtomogram data sets (MRC files, RELION STAR).
+Run 'skdistill COMMAND --help' for the options of a command.
+"""
+
+_EPILOG = """\
+examples:
+  skdistill simulate --n 2000 --snr 0.05 --size 40 --seed 0 --out data/snr005
+  skdistill info data/snr005
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports usage errors on one line, like every other error of the command line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{_PREFIX} {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``skdistill`` and its subcommands."""
+    parser = _Parser(
+        prog="skdistill",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(
+        title="commands", dest="command", metavar="COMMAND", required=True
+    )
+    for command in COMMANDS:
+        command.add_parser(subparsers)
+    return parser
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run the command line with ``args`` (default: ``sys.argv[1:]``).
+
+    Parameters
+    ----------
+    args : list of str, default=None
+        Command-line arguments, without the program name.
+
+    Returns
+    -------
+    int
+        Exit status: 0 on success, 1 when the command fails (a missing or invalid file, an
+        existing output, an invalid value), 2 for a usage error, 130 when interrupted. Errors
+        are reported on one line on stderr, without a traceback.
+    """
+    try:
+        namespace = build_parser().parse_args(args)
+    except SystemExit as exc:  # argparse exits after --help, --version and usage errors
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        return namespace.run(namespace)
+    except KeyboardInterrupt:
+        return 130
+    except (OSError, ValueError) as exc:  # includes sklearn's InvalidParameterError
+        print(f"{_PREFIX} {_one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        message = f"{exc.filename}: {exc.strerror}"
+    else:
+        message = str(exc) or type(exc).__name__
+    return " ".join(message.split())
