@@ -83,3 +83,15 @@ def test_unknown_precision_is_rejected(name, volumes):
     X, y = volumes
     with pytest.raises(InvalidParameterError, match=name):
         Cnn3DClassifier(arch="tiny", **{name: "fp16"}).fit(X, y)
+
+
+def test_feature_rows_stay_in_fp32_where_bf16_convolution_fails():
+    """oneDNN's bf16 conv3d gives NaN on (F, 1, 1) volumes; 2D rows must stay finite."""
+    rng = np.random.RandomState(0)
+    X = 3 * rng.uniform(size=(10, 1))
+    clf = Cnn3DClassifier(
+        arch="tiny", max_epochs=2, validation_fraction=None, random_state=1,
+        precision="bf16", inference_precision="bf16",
+    ).fit(X, X[:, 0].astype(int))  # fmt: skip
+    assert clf.precision_ == "fp32"
+    assert np.isfinite(clf.predict_proba(X[:2])).all()

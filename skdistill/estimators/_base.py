@@ -80,8 +80,15 @@ class BaseVolumeClassifier(ClassifierMixin, BaseEstimator):
         self.input_shape_ = tuple(int(s) for s in X.shape[2:])
         self.n_channels_ = int(X.shape[1])
         self.device_ = resolve_device(self.device)
-        self.precision_ = resolve_precision(self.precision, self.device_)
+        self.precision_ = self._resolve_precision(self.precision)
         return X
+
+    def _resolve_precision(self, precision: str) -> str:
+        # oneDNN's bf16 3D convolution returns NaN on degenerate volumes such as the (F, 1, 1)
+        # ones that 2D feature rows become (seen with torch 2.13 on CPU): keep those in fp32.
+        if min(self.input_shape_) < 3:
+            return "fp32"
+        return resolve_precision(precision, self.device_)
 
     def _build_module(self, seed: int = 0) -> torch.nn.Module:
         # Initialise under a local seed: reproducible, and the global RNG stays untouched.
@@ -121,7 +128,7 @@ class BaseVolumeClassifier(ClassifierMixin, BaseEstimator):
     # -- prediction ------------------------------------------------------------------
     def _predict_logits(self, X) -> np.ndarray:
         check_is_fitted(self, "net_")
-        precision = resolve_precision(self.inference_precision, self.device_)
+        precision = self._resolve_precision(self.inference_precision)
         cuda = torch.device(self.device_).type == "cuda"
         module = self.net_.module_.to(memory_format=torch.channels_last_3d)
         module.eval()

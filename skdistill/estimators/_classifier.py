@@ -56,6 +56,7 @@ class Cnn3DClassifier(BaseVolumeClassifier):
         Arithmetic of ``predict``/``predict_proba``: ``"auto"`` uses bfloat16 autocast
         where the device computes it natively (CUDA with bf16, a CPU with AVX512_BF16 or
         AMX) and float32 elsewhere; ``"fp32"`` forces float32. Can be changed after fit.
+        Volumes thinner than 3 voxels (2D feature rows) always run in float32.
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, the validation split, shuffling and dropout. An int
         gives identical predictions on the same CPU and leaves the global torch and numpy
