@@ -1,6 +1,7 @@
 """The ``skdistill`` command line: thin subcommands around the library.
 
-``skdistill simulate`` writes simulated subtomograms to disk
+``skdistill demo`` reproduces the distillation paper's Tables 1-2 on simulated data
+(:mod:`skdistill.experiments`); ``skdistill simulate`` writes simulated subtomograms to disk
 (:func:`~skdistill.datasets.make_subtomograms`, :mod:`skdistill.io`); ``skdistill info``
 describes subtomograms on disk (:class:`~skdistill.io.SubtomogramStack`). Run it as
 ``skdistill`` or ``python -m skdistill``.
@@ -17,23 +18,25 @@ import sys
 from typing import NoReturn
 
 from .. import __version__
-from . import _info, _simulate
+from . import _demo, _info, _simulate
 from ._arguments import HelpFormatter
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: The subcommands, in the order ``skdistill --help`` lists them.
-COMMANDS = (_simulate, _info)
+COMMANDS = (_demo, _simulate, _info)
 
 _PREFIX = "skdistill: error:"
 
 _DESCRIPTION = """\
-Simulate cryo-ET subtomograms and inspect subtomogram data sets (MRC files, RELION STAR).
+Distil 3D CNNs for cryo-ET subtomograms (demo), simulate subtomograms and inspect
+subtomogram data sets (MRC files, RELION STAR).
 Run 'skdistill COMMAND --help' for the options of a command.
 """
 
 _EPILOG = """\
 examples:
+  skdistill demo
   skdistill simulate --n 2000 --snr 0.05 --size 40 --seed 0 --out data/snr005
   skdistill info data/snr005
 """

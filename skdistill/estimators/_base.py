@@ -30,6 +30,7 @@ TRAINING_PARAMETER_CONSTRAINTS: dict = {
     "max_epochs": [Interval(Integral, 1, None, closed="left")],
     "batch_size": [Interval(Integral, 1, None, closed="left")],
     "lr": [Interval(Real, 0, None, closed="neither")],
+    "optimizer": [StrOptions({"sgd", "adam"})],
     "momentum": [Interval(Real, 0, 1, closed="left")],
     "nesterov": ["boolean"],
     "lr_decay": [Interval(Real, 0, None, closed="left")],
@@ -57,7 +58,7 @@ class BaseVolumeClassifier(ClassifierMixin, BaseEstimator):
     _arch_parameter: str
 
     def _training_config(self) -> TrainingConfig:
-        if self.nesterov and self.momentum == 0:
+        if self.optimizer == "sgd" and self.nesterov and self.momentum == 0:
             raise ValueError(
                 "nesterov=True requires momentum > 0; set momentum (e.g. 0.9) or nesterov=False."
             )
@@ -65,6 +66,7 @@ class BaseVolumeClassifier(ClassifierMixin, BaseEstimator):
             max_epochs=self.max_epochs,
             batch_size=self.batch_size,
             lr=self.lr,
+            optimizer=self.optimizer,
             momentum=self.momentum,
             nesterov=self.nesterov,
             lr_decay=self.lr_decay,
@@ -72,7 +74,13 @@ class BaseVolumeClassifier(ClassifierMixin, BaseEstimator):
             device=self.device_,
             verbose=self.verbose,
             precision=self.precision_,
+            description=self._description(),
         )
+
+    def _description(self) -> str:
+        """Short name of the network being trained, for progress bars."""
+        arch = getattr(self, self._arch_parameter)
+        return arch if isinstance(arch, str) else getattr(arch, "__name__", type(arch).__name__)
 
     def _validate_fit_inputs(self, X) -> np.ndarray:
         """Validate X at fit time; store shape, channels and the resolved device."""

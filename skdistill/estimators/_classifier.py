@@ -32,11 +32,15 @@ class Cnn3DClassifier(BaseVolumeClassifier):
     batch_size : int, default=64
         Volumes per training step.
     lr : float, default=0.005
-        Initial SGD learning rate.
+        Initial learning rate.
+    optimizer : {"sgd", "adam"}, default="sgd"
+        ``"sgd"``: the paper's SGD with ``momentum`` and ``nesterov``; ``"adam"``: Adam
+        (default betas), which leaves the deep teacher's initial loss plateau much sooner on
+        small data sets (``momentum`` and ``nesterov`` are then ignored).
     momentum : float, default=0.9
         SGD momentum.
     nesterov : bool, default=True
-        Use Nesterov momentum.
+        Use Nesterov momentum (SGD only).
     lr_decay : float, default=1e-7
         Keras-style decay: the learning rate at iteration ``i`` is ``lr / (1 + lr_decay * i)``.
     early_stopping : int or None, default=5
@@ -62,7 +66,8 @@ class Cnn3DClassifier(BaseVolumeClassifier):
         gives identical predictions on the same CPU and leaves the global torch and numpy
         random states untouched; ``None`` draws the seed from numpy's global generator.
     verbose : int, default=0
-        Print skorch's per-epoch table when > 0.
+        0: silent; 1: a progress bar over epochs (tqdm, on stderr) with the latest losses;
+        2 or more: skorch's per-epoch table.
 
     Attributes
     ----------
@@ -117,6 +122,7 @@ class Cnn3DClassifier(BaseVolumeClassifier):
         max_epochs=20,
         batch_size=64,
         lr=0.005,
+        optimizer="sgd",
         momentum=0.9,
         nesterov=True,
         lr_decay=1e-7,
@@ -132,6 +138,7 @@ class Cnn3DClassifier(BaseVolumeClassifier):
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.lr = lr
+        self.optimizer = optimizer
         self.momentum = momentum
         self.nesterov = nesterov
         self.lr_decay = lr_decay

@@ -55,7 +55,7 @@ class DistilledClassifier(BaseVolumeClassifier):
     memory : str, joblib.Memory or None, default=None
         Cache of teacher fits, keyed on the teacher's parameters and the data: a grid search
         over ``temperature`` and ``student_arch`` then fits the teacher once per fold.
-    max_epochs, batch_size, lr, momentum, nesterov, lr_decay, early_stopping, \
+    max_epochs, batch_size, lr, optimizer, momentum, nesterov, lr_decay, early_stopping, \
 validation_fraction, device, precision, inference_precision, random_state, verbose
         Student training and prediction settings, as in :class:`Cnn3DClassifier`.
 
@@ -132,6 +132,7 @@ validation_fraction, device, precision, inference_precision, random_state, verbo
         max_epochs=20,
         batch_size=64,
         lr=0.005,
+        optimizer="sgd",
         momentum=0.9,
         nesterov=True,
         lr_decay=1e-7,
@@ -151,6 +152,7 @@ validation_fraction, device, precision, inference_precision, random_state, verbo
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.lr = lr
+        self.optimizer = optimizer
         self.momentum = momentum
         self.nesterov = nesterov
         self.lr_decay = lr_decay
@@ -161,6 +163,9 @@ validation_fraction, device, precision, inference_precision, random_state, verbo
         self.inference_precision = inference_precision
         self.random_state = random_state
         self.verbose = verbose
+
+    def _description(self) -> str:
+        return f"{super()._description()} (T={self.temperature:g})"
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y):

@@ -86,6 +86,31 @@ def epoch_accuracy(net: NeuralNet, X, y) -> float:
     return float(np.mean(scores[labeled].argmax(axis=1) == labels[labeled]))
 
 
+class EpochProgressBar(Callback):
+    """A tqdm bar over epochs (on stderr) showing the latest losses and accuracies."""
+
+    def __init__(self, description: str = "fit") -> None:
+        self.description = description
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        from tqdm.auto import tqdm
+
+        self.bar_ = tqdm(total=net.max_epochs, desc=self.description, unit="epoch", leave=True)
+
+    def on_epoch_end(self, net, **kwargs):
+        row = net.history[-1]
+        self.bar_.set_postfix(
+            {key: f"{row[key]:.3f}" for key in _PROGRESS_KEYS if key in row}, refresh=False
+        )
+        self.bar_.update(1)
+
+    def on_train_end(self, net, X=None, y=None, **kwargs):
+        self.bar_.close()
+
+
+_PROGRESS_KEYS = ("train_loss", "valid_loss", "valid_acc")
+
+
 class StopOnNonFiniteLoss(Callback):
     """Raise :class:`TrainingDivergedError` as soon as an epoch's training loss is not finite."""
 
@@ -106,6 +131,7 @@ class TrainingConfig:
     max_epochs: int
     batch_size: int
     lr: float
+    optimizer: str
     momentum: float
     nesterov: bool
     lr_decay: float
@@ -113,6 +139,7 @@ class TrainingConfig:
     device: str
     verbose: int
     precision: str = "fp32"
+    description: str = "fit"
 
 
 def make_net(
@@ -168,6 +195,8 @@ def make_net(
                     ),
                 )
             )
+    if config.verbose == 1:
+        callbacks.append(("progress", EpochProgressBar(config.description)))
     if config.lr_decay > 0:
         callbacks.append(
             (
@@ -186,10 +215,8 @@ def make_net(
     return net_class(
         module=module,
         criterion=criterion,
-        optimizer=torch.optim.SGD,
         lr=config.lr,
-        optimizer__momentum=config.momentum,
-        optimizer__nesterov=config.nesterov,
+        **_optimizer_params(config),
         max_epochs=config.max_epochs,
         batch_size=config.batch_size,
         train_split=None if valid_data is None else predefined_split(Dataset(*valid_data)),
@@ -197,10 +224,21 @@ def make_net(
         iterator_train__shuffle=True,
         iterator_train__generator=torch.Generator().manual_seed(seed),
         device=config.device,
-        verbose=config.verbose,
+        verbose=int(config.verbose >= 2),
         precision=config.precision,
         **criterion_params,
     )
+
+
+def _optimizer_params(config: TrainingConfig) -> dict:
+    """skorch arguments of the optimizer: SGD (the paper's) or Adam."""
+    if config.optimizer == "adam":
+        return {"optimizer": torch.optim.Adam}
+    return {
+        "optimizer": torch.optim.SGD,
+        "optimizer__momentum": config.momentum,
+        "optimizer__nesterov": config.nesterov,
+    }
 
 
 def epoch_summary(history: History) -> History:

@@ -1,0 +1,54 @@
+"""Optimizer choice and progress reporting of the training loop."""
+
+import pytest
+from sklearn.utils._param_validation import InvalidParameterError
+
+from skdistill import Cnn3DClassifier, DistilledClassifier
+
+from .conftest import FAST
+
+
+def test_adam_trains(volumes, seed):
+    X, y = volumes
+    clf = Cnn3DClassifier(arch="tiny", **{**FAST, "lr": 1e-2}, optimizer="adam",
+                          random_state=seed).fit(X, y)  # fmt: skip
+    assert type(clf.net_.optimizer_).__name__ == "Adam"
+    assert clf.history_[-1, "train_loss"] < clf.history_[0, "train_loss"]
+    assert clf.score(X, y) > 0.6
+
+
+def test_sgd_is_the_default_with_nesterov(volumes, seed):
+    X, y = volumes
+    clf = Cnn3DClassifier(arch="tiny", **FAST, random_state=seed).fit(X, y)
+    optimizer = clf.net_.optimizer_
+    assert type(optimizer).__name__ == "SGD"
+    assert optimizer.param_groups[0]["nesterov"] and optimizer.param_groups[0]["momentum"] == 0.9
+
+
+def test_unknown_optimizer_is_rejected(volumes):
+    X, y = volumes
+    with pytest.raises(InvalidParameterError, match="optimizer"):
+        Cnn3DClassifier(arch="tiny", optimizer="rmsprop").fit(X, y)
+
+
+@pytest.mark.parametrize("verbose", [1, 2])
+def test_verbose_progress_bar_or_table(volumes, seed, capsys, verbose):
+    X, y = volumes
+    student = DistilledClassifier(
+        Cnn3DClassifier(arch="tiny", **FAST, random_state=seed),
+        student_arch="tiny", **{**FAST, "max_epochs": 2}, verbose=verbose, random_state=seed,
+    ).fit(X, y)  # fmt: skip
+    captured = capsys.readouterr()
+    if verbose == 1:  # one bar per fit on stderr: the teacher's and the student's
+        assert "tiny (T=5)" in captured.err and "2/2" in captured.err
+        assert "train_loss" not in captured.out
+    else:  # skorch's per-epoch table on stdout
+        assert "train_loss" in captured.out
+    assert student.n_iter_ == 2
+
+
+def test_silent_by_default(volumes, seed, capsys):
+    X, y = volumes
+    Cnn3DClassifier(arch="tiny", **FAST, random_state=seed).fit(X, y)
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
