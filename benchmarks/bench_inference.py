@@ -113,13 +113,15 @@ def inference_results(args) -> dict:
 
 
 def training_results(args) -> dict:
-    X, y = make_subtomograms(args.n_train + 200, n_classes=8, size=28, snr=0.5, random_state=1)
+    # The demo's data (same simulation seed) and split rule: the students' setting of
+    # skdistill demo, trained once in each precision.
+    X, y = make_subtomograms(args.n_train + 200, n_classes=8, size=28, snr=0.5, random_state=0)
     X = VolumeNormalizer().fit_transform(X)
     rows = {}
     for precision in ("fp32", "bf16"):
         clf = Cnn3DClassifier(
             arch="s1", optimizer="adam", lr=1e-3, batch_size=16, max_epochs=args.train_epochs,
-            validation_fraction=None, precision=precision, random_state=0,
+            validation_fraction=0.2, early_stopping=None, precision=precision, random_state=0,
         )  # fmt: skip
         start = time.perf_counter()
         clf.fit(X[: args.n_train], y[: args.n_train])
@@ -130,7 +132,7 @@ def training_results(args) -> dict:
         clf.set_params(inference_precision="bf16")
         fast = clf.predict_proba(X_test)
         rows[precision] = {
-            "volumes_per_second": args.n_train * args.train_epochs / seconds,
+            "volumes_per_second": 0.8 * args.n_train * args.train_epochs / seconds,
             "test_accuracy": float(np.mean(clf.classes_[exact.argmax(1)] == y_test)),
             "bf16_inference_argmax_agreement": float(np.mean(exact.argmax(1) == fast.argmax(1))),
             "bf16_inference_max_abs_proba_diff": float(np.abs(exact - fast).max()),
@@ -169,8 +171,12 @@ def report(results: dict, machine: dict, args) -> str:
     training = results["training"]
     lines += [
         "",
-        f"## Training s1 at 28³ in bf16 vs fp32 ({args.n_train} volumes, 8 classes, SNR 0.5, "
-        f"{args.train_epochs} epochs, Adam, same seed)",
+        f"## Training s1 at 28³ in bf16 vs fp32 ({args.n_train} volumes, 20 % held out for "
+        f"validation, 8 classes, SNR 0.5, {args.train_epochs} epochs, Adam lr 1e-3, same seed)",
+        "",
+        "Volumes/s counts training volumes per second of fit (validation passes included in the "
+        "time). Without batch-norm these nets sit on a loss plateau at chance for a seed-"
+        "dependent number of epochs, so one run's accuracy difference is mostly that luck.",
         "",
         "| training precision | volumes/s | test accuracy (200, fp32 inference) "
         "| bf16 vs fp32 inference: argmax agreement | max abs Δp |",
