@@ -4,8 +4,16 @@
 with knowledge distillation into small student networks.
 """
 
-from .estimators import Cnn3DClassifier, DistilledClassifier
+from . import metrics
+from .estimators import Cnn3DClassifier, Cnn3DSegmenter, DistilledClassifier, DistilledSegmenter
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["Cnn3DClassifier", "DistilledClassifier", "__version__"]
+__all__ = [
+    "Cnn3DClassifier",
+    "Cnn3DSegmenter",
+    "DistilledClassifier",
+    "DistilledSegmenter",
+    "__version__",
+    "metrics",
+]

@@ -19,18 +19,19 @@ def distillation_loss(
 ) -> torch.Tensor:
     """Soft-label distillation loss with an optional hard-label term.
 
-    ``T**2 * KL(teacher || student)`` at temperature ``T``, averaged over the batch, plus
-    ``alpha * CE(student, hard_labels)`` over the labeled rows. The ``T**2`` factor keeps the
-    gradient size independent of ``T``.
+    ``T**2 * KL(teacher || student)`` at temperature ``T`` (summed over classes, averaged
+    over the batch and, for voxel-wise outputs, over voxels), plus
+    ``alpha * CE(student, hard_labels)`` over the labeled rows (or voxels). The ``T**2``
+    factor keeps the gradient size independent of ``T``.
 
     Parameters
     ----------
-    student_logits : torch.Tensor of shape (n, n_classes)
-        Raw student outputs.
-    teacher_probs : torch.Tensor of shape (n, n_classes)
+    student_logits : torch.Tensor of shape (n, n_classes) or (n, n_classes, D, H, W)
+        Raw student outputs (per volume, or per voxel for segmentation).
+    teacher_probs : torch.Tensor of the same shape
         Teacher probabilities at temperature ``T``: ``softmax(teacher_logits / T)``.
-    hard_labels : torch.Tensor of shape (n,), default=None
-        Class indices; ``-1`` marks unlabeled rows, which the hard term ignores.
+    hard_labels : torch.Tensor of shape (n,) or (n, D, H, W), default=None
+        Class indices; ``-1`` marks unlabeled rows (voxels), which the hard term ignores.
     temperature : float, default=5.0
         Softmax temperature ``T``.
     alpha : float, default=0.0
@@ -43,12 +44,15 @@ def distillation_loss(
     """
     student_logits = student_logits.float()
     log_student = F.log_softmax(student_logits / temperature, dim=1)
-    loss = F.kl_div(log_student, teacher_probs.float(), reduction="batchmean")
-    loss = loss * temperature**2
+    # KL summed over classes (dim 1), then averaged over rows and, for voxel-wise outputs,
+    # over voxels: for (n, K) logits this is PyTorch's "batchmean".
+    divergence = F.kl_div(log_student, teacher_probs.float(), reduction="none").sum(dim=1)
+    loss = divergence.mean() * temperature**2
     if alpha > 0 and hard_labels is not None:
         labeled = hard_labels >= 0
         if bool(labeled.any()):
-            loss = loss + alpha * F.cross_entropy(student_logits[labeled], hard_labels[labeled])
+            hard = F.cross_entropy(student_logits, hard_labels.long(), ignore_index=-1)
+            loss = loss + alpha * hard
     return loss
 
 

@@ -46,3 +46,18 @@ def test_simulated_subtomograms_figure_is_written(tmp_path):
     )  # fmt: skip
     assert figure.stat().st_size > 10_000
     assert str(figure) in result.stdout
+
+
+def test_unet_size_search_example_runs(tmp_path):
+    pytest.importorskip("matplotlib")
+    figure = tmp_path / "size_search.png"
+    result = subprocess.run(
+        [sys.executable, EXAMPLES / "plot_unet_size_search.py", "--n-samples", "16",
+         "--max-epochs", "1", "--out", figure],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )  # fmt: skip
+    assert figure.stat().st_size > 10_000
+    assert "Best:" in result.stdout and "*" in result.stdout  # a Pareto front is marked

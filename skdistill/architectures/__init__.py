@@ -15,15 +15,36 @@ from collections.abc import Callable, Sequence
 from torch import nn
 
 from .dsrf3d import CONFIGS, VolumeCNN, VolumeCNNConfig, minimum_input_size
+from .segmentation import (
+    SEGMENTATION_ARCHITECTURES,
+    UNET_DEFAULTS,
+    build_segmentation_network,
+    build_unet,
+    check_segmentation_input_size,
+    list_segmentation_architectures,
+)
+from .ssn3d import FCN1, FCN8, FCNASPP, FCNEncoderDecoder
+from .unet import UNet
 
 __all__ = [
     "CONFIGS",
+    "FCN1",
+    "FCN8",
+    "FCNASPP",
+    "SEGMENTATION_ARCHITECTURES",
+    "UNET_DEFAULTS",
     "ArchitectureSpec",
+    "FCNEncoderDecoder",
+    "UNet",
     "VolumeCNN",
     "VolumeCNNConfig",
     "build_network",
+    "build_segmentation_network",
+    "build_unet",
+    "check_segmentation_input_size",
     "count_parameters",
     "list_architectures",
+    "list_segmentation_architectures",
     "minimum_input_size",
 ]
 

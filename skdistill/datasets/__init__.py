@@ -4,8 +4,15 @@ The image-formation steps live in :mod:`skdistill.datasets.physics`, the synthet
 macromolecule templates in :mod:`skdistill.datasets.templates`.
 """
 
+from ._segmentation import make_segmentation_subtomograms
 from ._simulate import make_subtomograms
 from ._toy import TOY_SHAPES, make_toy_volumes
 from .templates import make_templates
 
-__all__ = ["TOY_SHAPES", "make_subtomograms", "make_templates", "make_toy_volumes"]
+__all__ = [
+    "TOY_SHAPES",
+    "make_segmentation_subtomograms",
+    "make_subtomograms",
+    "make_templates",
+    "make_toy_volumes",
+]

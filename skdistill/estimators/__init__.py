@@ -2,5 +2,6 @@
 
 from ._classifier import Cnn3DClassifier
 from ._distilled import DistilledClassifier
+from ._segmenter import Cnn3DSegmenter, DistilledSegmenter
 
-__all__ = ["Cnn3DClassifier", "DistilledClassifier"]
+__all__ = ["Cnn3DClassifier", "Cnn3DSegmenter", "DistilledClassifier", "DistilledSegmenter"]

@@ -46,13 +46,13 @@ TRAINING_PARAMETER_CONSTRAINTS: dict = {
 ARCH_CONSTRAINT = [StrOptions(set(list_architectures())), callable]
 
 
-class BaseVolumeClassifier(ClassifierMixin, BaseEstimator):
-    """Base class of the volume classifiers; not for direct use.
+class BaseVolumeEstimator(BaseEstimator):
+    """Base class of the volume estimators (classifiers and segmenters); not for direct use.
 
-    Subclasses define ``__init__`` (storing parameters only), ``fit`` and
-    ``_arch_parameter``, the name of the parameter that holds the network's architecture.
-    This class trains the network with skorch, predicts in batches
-    without gradients, and pickles only the weights (no optimizer state).
+    Subclasses define ``__init__`` (storing parameters only), ``fit``, ``_make_network``
+    and ``_arch_parameter``, the name of the parameter that holds the network's architecture.
+    This class trains the network with skorch, predicts in batches without gradients, and
+    pickles only the weights (no optimizer state).
     """
 
     _arch_parameter: str
@@ -101,12 +101,11 @@ class BaseVolumeClassifier(ClassifierMixin, BaseEstimator):
     def _build_module(self, seed: int = 0) -> torch.nn.Module:
         # Initialise under a local seed: reproducible, and the global RNG stays untouched.
         with local_torch_seed(seed):
-            return build_network(
-                getattr(self, self._arch_parameter),
-                len(self.classes_),
-                self.input_shape_,
-                self.n_channels_,
-            )
+            return self._make_network()
+
+    def _make_network(self) -> torch.nn.Module:
+        """The untrained network for the fitted input shape and classes."""
+        raise NotImplementedError
 
     def _train(
         self,
@@ -115,6 +114,7 @@ class BaseVolumeClassifier(ClassifierMixin, BaseEstimator):
         stratify: np.ndarray,
         seed: int,
         distillation: tuple[float, float] | None = None,
+        class_weight: np.ndarray | None = None,
     ) -> None:
         """Train a fresh network on ``X`` and ``targets``; set the fitted attributes."""
         config = self._training_config()
@@ -122,7 +122,14 @@ class BaseVolumeClassifier(ClassifierMixin, BaseEstimator):
         train_idx, valid_idx = split_train_valid(len(X), stratify, self.validation_fraction, seed)
         valid = None if valid_idx is None else (X[valid_idx], targets[valid_idx])
         with local_torch_seed(seed):
-            net = make_net(module, config, distillation=distillation, valid_data=valid, seed=seed)
+            net = make_net(
+                module,
+                config,
+                distillation=distillation,
+                valid_data=valid,
+                seed=seed,
+                class_weight=class_weight,
+            )
             net.fit(X[train_idx], targets[train_idx])
         best = best_epoch_index(net)
         self.history_ = epoch_summary(net.history)
@@ -166,6 +173,53 @@ class BaseVolumeClassifier(ClassifierMixin, BaseEstimator):
         X = validate_volumes(self, X, reset=False)
         for start in range(0, len(X), batch_size):
             yield X[start : start + batch_size]
+
+    # -- scikit-learn tags and pickling ------------------------------------------------
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        return tags
+
+    def __getstate__(self):
+        # object.__getstate__ returns the live __dict__: copy before removing anything.
+        state = dict(super().__getstate__())
+        net = state.pop("net_", None)
+        if net is not None:
+            state["_module_weights"] = {
+                name: tensor.detach().cpu().clone()
+                for name, tensor in net.module_.state_dict().items()
+            }
+        return state
+
+    def __setstate__(self, state):
+        weights = state.pop("_module_weights", None)
+        super().__setstate__(state)
+        if weights is None:
+            return
+        if torch.device(self.device_).type == "cuda" and not torch.cuda.is_available():
+            warnings.warn(
+                f"This model was trained on {self.device_!r}, which is not available here; "
+                "it was loaded on the CPU.",
+                DeviceFallbackWarning,
+                stacklevel=2,
+            )
+            self.device_ = "cpu"
+        module = self._build_module()
+        module.load_state_dict(weights)
+        config = self._training_config()
+        self.net_ = make_net(module, config).initialize()
+
+
+class BaseVolumeClassifier(ClassifierMixin, BaseVolumeEstimator):
+    """Base class of the volume classifiers: labels through ``classes_``; not for direct use."""
+
+    def _make_network(self) -> torch.nn.Module:
+        return build_network(
+            getattr(self, self._arch_parameter),
+            len(self.classes_),
+            self.input_shape_,
+            self.n_channels_,
+        )
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities (softmax at temperature 1).
@@ -214,41 +268,6 @@ class BaseVolumeClassifier(ClassifierMixin, BaseEstimator):
         """
         logits = self._predict_logits(X)
         return self.classes_[logits.argmax(axis=1)]
-
-    # -- scikit-learn tags and pickling ------------------------------------------------
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.three_d_array = True
-        return tags
-
-    def __getstate__(self):
-        # object.__getstate__ returns the live __dict__: copy before removing anything.
-        state = dict(super().__getstate__())
-        net = state.pop("net_", None)
-        if net is not None:
-            state["_module_weights"] = {
-                name: tensor.detach().cpu().clone()
-                for name, tensor in net.module_.state_dict().items()
-            }
-        return state
-
-    def __setstate__(self, state):
-        weights = state.pop("_module_weights", None)
-        super().__setstate__(state)
-        if weights is None:
-            return
-        if torch.device(self.device_).type == "cuda" and not torch.cuda.is_available():
-            warnings.warn(
-                f"This model was trained on {self.device_!r}, which is not available here; "
-                "it was loaded on the CPU.",
-                DeviceFallbackWarning,
-                stacklevel=2,
-            )
-            self.device_ = "cpu"
-        module = self._build_module()
-        module.load_state_dict(weights)
-        config = self._training_config()
-        self.net_ = make_net(module, config).initialize()
 
 
 def split_train_valid(

@@ -2,31 +2,24 @@
 
 from __future__ import annotations
 
-from numbers import Integral, Real
+from numbers import Real
 
 import numpy as np
-from scipy.special import softmax
-from sklearn.base import _fit_context, clone
-from sklearn.frozen import FrozenEstimator
+from sklearn.base import _fit_context
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils._param_validation import HasMethods, Interval
-from sklearn.utils.validation import check_is_fitted, check_memory
 
 from ..architectures import check_input_size
 from ..utils.device import draw_seed
 from ..utils.validation import check_labels, check_n_classes, input_ndim, unlabeled_mask
 from ._base import ARCH_CONSTRAINT, TRAINING_PARAMETER_CONSTRAINTS, BaseVolumeClassifier
 from ._classifier import Cnn3DClassifier
+from ._teacher import TeacherMixin, distillation_targets, teacher_log_proba
 
 __all__ = ["DistilledClassifier"]
 
 
-def _fit_teacher(teacher, X, y):
-    """Fit a clone of ``teacher``; module-level so that ``joblib.Memory`` can cache it."""
-    return clone(teacher).fit(X, y)
-
-
-class DistilledClassifier(BaseVolumeClassifier):
+class DistilledClassifier(TeacherMixin, BaseVolumeClassifier):
     """Train a compact student network on a teacher's soft labels (Guo et al. 2018).
 
     Fitting (1) fits a clone of ``teacher`` on the labeled rows, or uses it as is when it is
@@ -199,13 +192,12 @@ validation_fraction, device, precision, inference_precision, random_state, verbo
             check_input_size(self.student_arch, self.input_shape_)
         # Feature rows go to the teacher as rows, so any scikit-learn classifier can teach.
         X_teacher = X_checked.reshape(len(X_checked), -1) if input_ndim(X) == 2 else X_checked
-        teacher = self._fitted_teacher(X_teacher, y, ~unlabeled)
-        teacher_log_proba = _log_proba(teacher, X_teacher)
-        soft_targets = softmax(teacher_log_proba / self.temperature, axis=1)
+        teacher = self._fitted_teacher(X_teacher, y, np.flatnonzero(~unlabeled))
         hard = np.full(len(y), -1, dtype=np.float32)
         hard[~unlabeled] = encoder.transform(y[~unlabeled])
-        targets = np.hstack([soft_targets, hard[:, np.newaxis]]).astype(np.float32)
-
+        targets = distillation_targets(
+            teacher_log_proba(teacher, X_teacher), hard, self.temperature
+        )
         self._train(
             X_checked,
             targets,
@@ -214,56 +206,17 @@ validation_fraction, device, precision, inference_precision, random_state, verbo
             distillation=(float(self.temperature), float(self.alpha)),
         )
         self.n_labeled_ = int((~unlabeled).sum())
-        inner = teacher.estimator if isinstance(teacher, FrozenEstimator) else teacher
-        self.teacher_score_ = float(getattr(inner, "validation_score_", np.nan))
-        self.teacher_n_parameters_ = getattr(inner, "n_parameters_", None)
-        self.compression_rate_ = (
-            None
-            if self.teacher_n_parameters_ is None
-            else self.teacher_n_parameters_ / self.n_parameters_
-        )
+        self._record_teacher(teacher)
         return self
 
-    def _fitted_teacher(self, X, y, labeled: np.ndarray):
-        teacher = self.teacher
-        if teacher is None:
-            # An int seed or None (not a RandomState) keeps memory= cache keys stable.
-            seed = self.random_state if isinstance(self.random_state, Integral) else None
-            teacher = Cnn3DClassifier(
-                device=self.device,
-                precision=self.precision,
-                inference_precision=self.inference_precision,
-                random_state=seed,
-                verbose=self.verbose,
+    def _default_teacher(self, **params) -> Cnn3DClassifier:
+        return Cnn3DClassifier(**params)
+
+    def _check_frozen_teacher(self, teacher) -> None:
+        teacher_classes = np.asarray(teacher.classes_)
+        if not np.array_equal(teacher_classes, self.classes_):
+            raise ValueError(
+                f"The frozen teacher was fitted on classes {teacher_classes.tolist()}, "
+                f"but the labeled rows of y have classes {self.classes_.tolist()}. Fit "
+                "the teacher on the same classes, or pass an unfitted teacher."
             )
-        if isinstance(teacher, FrozenEstimator):
-            check_is_fitted(teacher.estimator)
-            teacher_classes = np.asarray(teacher.classes_)
-            if not np.array_equal(teacher_classes, self.classes_):
-                raise ValueError(
-                    f"The frozen teacher was fitted on classes {teacher_classes.tolist()}, "
-                    f"but the labeled rows of y have classes {self.classes_.tolist()}. Fit "
-                    "the teacher on the same classes, or pass an unfitted teacher."
-                )
-            return teacher
-        rows = np.flatnonzero(labeled)
-        fit = check_memory(self.memory).cache(_fit_teacher)
-        return fit(teacher, X[rows], y[rows])
-
-    def __getstate__(self):
-        state = super().__getstate__()  # already a copy
-        if "_module_weights" in state and state["teacher"] is not None:
-            # Prediction needs no teacher: keep only its (unfitted) parameters.
-            teacher = state["teacher"]
-            if isinstance(teacher, FrozenEstimator):
-                teacher = teacher.estimator
-            state["teacher"] = clone(teacher)
-        return state
-
-
-def _log_proba(teacher, X) -> np.ndarray:
-    """Teacher log-probabilities: logits up to a per-row constant, which softmax ignores."""
-    if hasattr(teacher, "predict_log_proba"):
-        return np.asarray(teacher.predict_log_proba(X), dtype=np.float64)
-    proba = np.asarray(teacher.predict_proba(X), dtype=np.float64)
-    return np.log(np.clip(proba, np.finfo(np.float64).tiny, None))

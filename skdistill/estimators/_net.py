@@ -79,11 +79,12 @@ def epoch_accuracy(net: NeuralNet, X, y) -> float:
     """Accuracy of the net's argmax over the labeled rows of ``y`` (cached predictions)."""
     scores = net.predict_proba(X)
     y = to_numpy(y) if isinstance(y, torch.Tensor) else np.asarray(y)
-    labels = y[:, -1] if y.ndim == 2 else y
+    labels = y[:, -1] if y.ndim == scores.ndim else y  # packed soft targets: labels last
     labeled = labels >= 0
     if not labeled.any():
         return float("nan")
-    return float(np.mean(scores[labeled].argmax(axis=1) == labels[labeled]))
+    # Row accuracy for classifiers; voxel accuracy for segmenters (labels (n, D, H, W)).
+    return float(np.mean(scores.argmax(axis=1)[labeled] == labels[labeled]))
 
 
 class EpochProgressBar(Callback):
@@ -149,6 +150,7 @@ def make_net(
     distillation: tuple[float, float] | None = None,
     valid_data: tuple[np.ndarray, np.ndarray] | None = None,
     seed: int = 0,
+    class_weight: np.ndarray | None = None,
 ) -> NeuralNet:
     """Assemble the skorch net that trains ``module``.
 
@@ -165,6 +167,8 @@ def make_net(
         Held-out data for validation loss, accuracy and early stopping.
     seed : int, default=0
         Seed of the training data loader's shuffling.
+    class_weight : ndarray of shape (n_classes,), default=None
+        Per-class weights of the cross-entropy (hard labels only).
     """
     callbacks: list = [
         ("stop_on_non_finite_loss", StopOnNonFiniteLoss()),
@@ -208,6 +212,10 @@ def make_net(
         )
     if distillation is None:
         net_class, criterion, criterion_params = TrainingNet, nn.CrossEntropyLoss, {}
+        if class_weight is not None:
+            criterion_params["criterion__weight"] = torch.as_tensor(
+                class_weight, dtype=torch.float32
+            )
     else:
         temperature, alpha = distillation
         net_class, criterion = DistillationNet, DistillationLoss

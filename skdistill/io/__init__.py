@@ -6,9 +6,19 @@
 - :func:`read_subtomograms` reads them (or a directory, an MRC stack, a list of MRC files)
   into memory.
 - :class:`SubtomogramStack` is the lazy, memory-mapped view both build on.
+- Label volumes (segmentation masks) are written with ``write_subtomograms(..., masks=...)``,
+  listed in the STAR column ``rlnMaskName``, and read with
+  :func:`read_segmentation_subtomograms` or lazily with :class:`MaskStack`.
 """
 
+from .labels import MaskStack, read_segmentation_subtomograms
 from .stack import SubtomogramStack
 from .subtomograms import read_subtomograms, write_subtomograms
 
-__all__ = ["SubtomogramStack", "read_subtomograms", "write_subtomograms"]
+__all__ = [
+    "MaskStack",
+    "SubtomogramStack",
+    "read_segmentation_subtomograms",
+    "read_subtomograms",
+    "write_subtomograms",
+]

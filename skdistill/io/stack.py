@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import itertools
-import numbers
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from .mrc import MrcInfo, read_header, read_volumes
+from ._lazy import LazyVolumes
+from .mrc import MrcInfo, read_header
 from .star import PARTICLES_STAR, ParticleTable, read_particles_star
 
 __all__ = ["SubtomogramStack"]
-
-#: Volumes read per file access when iterating one volume at a time.
-_ITER_BATCH_SIZE = 32
 
 _SOURCES_HELP = (
     "Pass a particles.star file, a directory (with particles.star, or with *.mrc files), "
@@ -24,7 +20,7 @@ _SOURCES_HELP = (
 )
 
 
-class SubtomogramStack:
+class SubtomogramStack(LazyVolumes):
     """Subtomograms stored as MRC files, indexed like a float32 array ``(n, D, H, W)``.
 
     Construction reads only the MRC headers, to check that every file is a valid MRC file
@@ -94,84 +90,9 @@ class SubtomogramStack:
         self.shifts = table.shifts
 
     @property
-    def paths(self) -> list[Path]:
-        """The file of each volume."""
-        return list(self._paths)
-
-    @property
-    def shape(self) -> tuple[int, int, int, int]:
-        """``(n, D, H, W)``."""
-        return (len(self), *self._volume_shape)
-
-    @property
-    def ndim(self) -> int:
-        """Number of array dimensions, 4."""
-        return 4
-
-    @property
     def dtype(self) -> np.dtype:
         """float32."""
         return np.dtype(np.float32)
-
-    def __len__(self) -> int:
-        return len(self._paths)
-
-    def __getitem__(self, key) -> np.ndarray:
-        if isinstance(key, tuple):
-            if not key:
-                return np.asarray(self)
-            volumes = self[key[0]]
-            rest = key[1:] if volumes.ndim == 3 else (slice(None), *key[1:])
-            return volumes[rest]
-        if isinstance(key, numbers.Integral) and not isinstance(key, bool):
-            return self._read(self._check_indices(np.array([key])))[0]
-        if isinstance(key, slice):
-            return self._read(np.arange(len(self))[key])
-        indices = np.asarray(key)
-        if indices.dtype == bool:
-            if indices.shape != (len(self),):
-                raise IndexError(
-                    f"Boolean index of shape {indices.shape} does not match the "
-                    f"{len(self)} volumes of the stack; pass a mask of shape ({len(self)},)."
-                )
-            return self._read(np.flatnonzero(indices))
-        if indices.size == 0:
-            indices = indices.astype(np.intp)
-        if indices.ndim != 1 or indices.dtype.kind not in "iu":
-            raise IndexError(
-                f"SubtomogramStack takes an integer, a slice, a 1D sequence of integers or a "
-                f"boolean mask as index, got {key!r}."
-            )
-        return self._read(self._check_indices(indices))
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        for batch in self.iter_batches(_ITER_BATCH_SIZE):
-            yield from batch
-
-    def __array__(self, dtype=None, copy: bool | None = None) -> np.ndarray:
-        if copy is False:
-            raise ValueError(
-                "A SubtomogramStack reads its volumes from disk, so they cannot be returned "
-                "without a copy; use np.asarray(stack) instead of copy=False."
-            )
-        volumes = self._read(np.arange(len(self)))
-        return volumes if dtype is None else volumes.astype(dtype, copy=False)
-
-    def iter_batches(self, batch_size: int) -> Iterator[np.ndarray]:
-        """Yield consecutive volumes as float32 arrays ``(k, D, H, W)``, ``k <= batch_size``.
-
-        Parameters
-        ----------
-        batch_size : int
-            Number of volumes per batch (the last batch may be smaller).
-        """
-        if (
-            isinstance(batch_size, bool)
-            or not isinstance(batch_size, numbers.Integral)
-            or batch_size < 1
-        ):
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-        return self._batches(int(batch_size))
 
     def __repr__(self) -> str:
         labels = "None" if self.labels is None else f"{int(self.labels.max()) + 1} classes"
@@ -181,32 +102,6 @@ class SubtomogramStack:
             f"SubtomogramStack(n={len(self)}, volume_shape={self._volume_shape}, "
             f"voxel_size={self.voxel_size}, labels={labels}, source={self._description!r})"
         )
-
-    def _batches(self, batch_size: int) -> Iterator[np.ndarray]:
-        for start in range(0, len(self), batch_size):
-            yield self._read(np.arange(start, min(start + batch_size, len(self))))
-
-    def _check_indices(self, indices: np.ndarray) -> np.ndarray:
-        n = len(self)
-        bad = (indices < -n) | (indices >= n)
-        if np.any(bad):
-            raise IndexError(f"Index {indices[bad][0]} is out of range for a stack of {n} volumes.")
-        return np.where(indices < 0, indices + n, indices).astype(np.intp)
-
-    def _read(self, indices: np.ndarray) -> np.ndarray:
-        """Read the volumes at ``indices``, opening each file once per run of its volumes."""
-        first = self._paths[indices[0]] if len(indices) else None
-        if first is not None and all(self._paths[i] == first for i in indices):
-            # One file (e.g. a batch of an MRC stack): no intermediate buffer.
-            return read_volumes(first, self._stack_indices[indices], self._volume_shape)
-        volumes = np.empty((len(indices), *self._volume_shape), dtype=np.float32)
-        start = 0
-        for path, run in itertools.groupby(indices, key=self._paths.__getitem__):
-            run = np.fromiter(run, dtype=np.intp)
-            stop = start + len(run)
-            volumes[start:stop] = read_volumes(path, self._stack_indices[run], self._volume_shape)
-            start = stop
-        return volumes
 
 
 def _particle_table(source) -> tuple[ParticleTable, str]:

@@ -17,6 +17,12 @@ Written files follow RELION 3.1+: a ``data_optics`` block with one optics group
 
 Class names, which RELION has no label for, go to a third loop block ``data_classes`` with
 ``rlnClassNumber`` and ``skdistillClassName``; RELION ignores blocks it does not read.
+
+Label volumes (segmentation masks), when written, are listed per particle in ``rlnMaskName``,
+relative to the STAR file like ``rlnImageName``. This use is skdistill's own: RELION defines
+``rlnMaskName`` for the masks of post-processing and multi-body refinement and does not use it
+in particle tables (it carries such columns through unchanged), so the file stays a valid
+RELION particles file.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import starfile
 
 __all__ = [
     "CLASS_NAME_LABEL",
+    "MASK_NAME_LABEL",
     "PARTICLES_STAR",
     "ParticleTable",
     "check_class_name",
@@ -43,6 +50,8 @@ __all__ = [
 PARTICLES_STAR = "particles.star"
 #: STAR label of the class-name column in the ``data_classes`` block.
 CLASS_NAME_LABEL = "skdistillClassName"
+#: STAR label of the per-particle label-volume (mask) file in the ``data_particles`` block.
+MASK_NAME_LABEL = "rlnMaskName"
 
 _ANGLE_LABELS = ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")
 _ORIGIN_ANGST_LABELS = ("rlnOriginXAngst", "rlnOriginYAngst", "rlnOriginZAngst")
@@ -68,6 +77,11 @@ class ParticleTable:
         Voxel size in Å from the optics block, or None.
     labels, class_names, rotations, shifts
         As in :class:`~skdistill.io.SubtomogramStack`; None when absent.
+    mask_paths : list of Path or None
+        Label-volume file of each particle (``rlnMaskName``), resolved like the images but
+        not checked for existence; None without that column.
+    mask_stack_indices : list of int or None
+        0-based volume index into a mask stack file per particle (from ``k@file``), or None.
     """
 
     paths: list[Path]
@@ -78,6 +92,8 @@ class ParticleTable:
     class_names: list[str] | None = None
     rotations: np.ndarray | None = None
     shifts: np.ndarray | None = None
+    mask_paths: list[Path] | None = None
+    mask_stack_indices: list[int | None] | None = None
 
 
 def check_class_name(name: str) -> None:
@@ -105,11 +121,13 @@ def write_particles_star(
     class_names: list[str] | None = None,
     rotations: np.ndarray | None = None,
     shifts: np.ndarray | None = None,
+    mask_names: list[str] | None = None,
 ) -> None:
     """Write a RELION 3.1+ particles STAR file (see the module docstring for the labels).
 
     Inputs are expected to be validated already; ``labels`` are 0-based, ``rotations`` and
-    ``shifts`` of shape ``(n, 3)``, ``shifts`` in voxels ordered ``(z, y, x)``.
+    ``shifts`` of shape ``(n, 3)``, ``shifts`` in voxels ordered ``(z, y, x)``, ``mask_names``
+    one label-volume file per particle (``rlnMaskName``).
     """
     n = len(image_names)
     optics = pd.DataFrame(
@@ -133,6 +151,8 @@ def write_particles_star(
         # Adding 0.0 turns -0.0 into 0.0, which reads better in the file.
         origins = -np.asarray(shifts, dtype=np.float64)[:, ::-1] * voxel_size + 0.0
         particles.update(zip(_ORIGIN_ANGST_LABELS, origins.T, strict=True))
+    if mask_names is not None:
+        particles[MASK_NAME_LABEL] = list(mask_names)
     blocks = {"optics": optics, "particles": pd.DataFrame(particles)}
     if class_names is not None:
         blocks["classes"] = pd.DataFrame(
@@ -163,7 +183,9 @@ def read_particles_star(path: str | os.PathLike) -> ParticleTable:
         raise FileNotFoundError(f"STAR file {path} does not exist.")
     try:
         blocks = starfile.read(
-            path, always_dict=True, parse_as_string=["rlnImageName", CLASS_NAME_LABEL]
+            path,
+            always_dict=True,
+            parse_as_string=["rlnImageName", CLASS_NAME_LABEL, MASK_NAME_LABEL],
         )
     except ValueError as exc:
         raise ValueError(
@@ -179,6 +201,9 @@ def read_particles_star(path: str | os.PathLike) -> ParticleTable:
         raise ValueError(f"STAR file {path} lists no particles; add particles to it.")
 
     paths, stack_indices = _image_paths(path, particles["rlnImageName"])
+    mask_paths, mask_stack_indices = None, None
+    if MASK_NAME_LABEL in particles.columns:
+        mask_paths, mask_stack_indices = _resolve_names(path, particles[MASK_NAME_LABEL])
     voxel_size = _voxel_size(path, blocks.get("optics"), particles)
     labels = _labels(path, particles)
     class_names = _class_names(path, blocks.get("classes"))
@@ -196,6 +221,8 @@ def read_particles_star(path: str | os.PathLike) -> ParticleTable:
         class_names=class_names,
         rotations=_columns(particles, _ANGLE_LABELS),
         shifts=_shifts(path, particles, voxel_size),
+        mask_paths=mask_paths,
+        mask_stack_indices=mask_stack_indices,
     )
 
 
@@ -220,6 +247,19 @@ def _particles_block(path: Path, blocks: dict) -> pd.DataFrame:
 
 
 def _image_paths(star: Path, names: pd.Series) -> tuple[list[Path], list[int | None]]:
+    paths, stack_indices = _resolve_names(star, names)
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} of {len(paths)} particle images listed in STAR file {star} are "
+            f"missing, the first being {missing[0]}. Image names are read relative to the "
+            f"STAR file's directory ({star.parent}); restore the files or fix rlnImageName."
+        )
+    return paths, stack_indices
+
+
+def _resolve_names(star: Path, names: pd.Series) -> tuple[list[Path], list[int | None]]:
+    """Files and 0-based stack indices of ``file`` / ``k@file`` names in a STAR file."""
     resolved: dict[str, Path] = {}
     paths, stack_indices = [], []
     for name in names.astype(str):
@@ -233,14 +273,6 @@ def _image_paths(star: Path, names: pd.Series) -> tuple[list[Path], list[int | N
             resolved[file_name] = candidate if use_cwd else in_star_dir
         paths.append(resolved[file_name])
         stack_indices.append(_stack_index(star, name, index) if index else None)
-
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{len(missing)} of {len(paths)} particle images listed in STAR file {star} are "
-            f"missing, the first being {missing[0]}. Image names are read relative to the "
-            f"STAR file's directory ({star.parent}); restore the files or fix rlnImageName."
-        )
     return paths, stack_indices
 
 

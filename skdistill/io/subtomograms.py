@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ._atomic import check_targets, write_atomically
+from .labels import check_masks, mask_file_name, write_new_label_volume
 from .mrc import write_new_volume
 from .stack import SubtomogramStack
 from .star import PARTICLES_STAR, check_class_name, write_particles_star
@@ -28,6 +29,7 @@ def write_subtomograms(
     overwrite: bool = False,
     rotations=None,
     shifts=None,
+    masks=None,
 ) -> Path:
     """Write subtomograms as MRC files and list them in a RELION ``particles.star`` file.
 
@@ -36,7 +38,9 @@ def write_subtomograms(
     header. ``particles.star`` follows RELION 3.1+ (see :mod:`skdistill.io.star` for the
     labels): a ``data_optics`` block, a ``data_particles`` block with ``rlnImageName``
     relative to the STAR file, and, when ``class_names`` is given, a ``data_classes`` block
-    with ``rlnClassNumber`` and ``skdistillClassName``.
+    with ``rlnClassNumber`` and ``skdistillClassName``. With ``masks``, each subtomogram's
+    label volume goes to ``subtomo_000001_mask.mrc`` etc., listed in the column
+    ``rlnMaskName`` (skdistill's own use of it; RELION does not read it in particle tables).
 
     Every file is written to a temporary file in ``directory`` and moved into place only once
     all of them are written, so a failed call leaves existing files as they were and leaves
@@ -63,6 +67,12 @@ def write_subtomograms(
         Particle offsets from the box centre in voxels, ordered ``(z, y, x)`` like the
         array axes. Written as RELION origins, the translation that re-centres the particle:
         ``rlnOriginXAngst = -shift_x * voxel_size`` and likewise for y and z.
+    masks : array-like of int, shape (n, D, H, W) or (n, 1, D, H, W), default=None
+        Label volumes (segmentation masks) of the subtomograms, voxel for voxel. Written as
+        int8 MRC files (mode 0) when every label lies in -128..127, else as int16 (mode 1);
+        labels outside the int16 range, or non-integer values, raise ``ValueError``. Read
+        them back with :func:`~skdistill.io.labels.read_segmentation_subtomograms` or
+        :class:`~skdistill.io.labels.MaskStack`.
 
     Returns
     -------
@@ -99,6 +109,7 @@ def write_subtomograms(
     class_names = None if class_names is None else _check_class_names(class_names, y)
     rotations = None if rotations is None else _check_per_particle(rotations, n, "rotations")
     shifts = None if shifts is None else _check_per_particle(shifts, n, "shifts")
+    masks = None if masks is None else check_masks(masks, X.shape)
 
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
@@ -107,13 +118,20 @@ def write_subtomograms(
     names = [f"subtomo_{i:0{width}d}.mrc" for i in range(1, n + 1)]
     star = directory / PARTICLES_STAR
     targets = [directory / name for name in names]
-    check_targets([*targets, star], overwrite=overwrite)
+    mask_names = None if masks is None else [mask_file_name(name) for name in names]
+    mask_targets = [directory / name for name in mask_names or []]
+    check_targets([*targets, *mask_targets, star], overwrite=overwrite)
 
     directory.mkdir(parents=True, exist_ok=True)
     jobs = [
         (target, functools.partial(write_new_volume, volume=volume, voxel_size=voxel_size))
         for target, volume in zip(targets, X, strict=True)
     ]
+    if masks is not None:
+        jobs += [
+            (target, functools.partial(write_new_label_volume, volume=mask, voxel_size=voxel_size))
+            for target, mask in zip(mask_targets, masks, strict=True)
+        ]
     write_star = functools.partial(
         write_particles_star,
         image_names=names,
@@ -123,6 +141,7 @@ def write_subtomograms(
         class_names=class_names,
         rotations=rotations,
         shifts=shifts,
+        mask_names=mask_names,
     )
     write_atomically([*jobs, (star, write_star)])
     return star

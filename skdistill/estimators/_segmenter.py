@@ -1,0 +1,480 @@
+"""Voxel-wise segmentation of subtomograms: ``Cnn3DSegmenter`` and ``DistilledSegmenter``."""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+import numpy as np
+from scipy.special import softmax
+from sklearn.base import _fit_context
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.validation import check_is_fitted
+
+from ..architectures.segmentation import (
+    build_segmentation_network,
+    check_segmentation_input_size,
+    list_segmentation_architectures,
+)
+from ..metrics import mean_iou
+from ..utils.device import draw_seed
+from ..utils.validation import input_ndim
+from ._base import TRAINING_PARAMETER_CONSTRAINTS, BaseVolumeEstimator
+from ._teacher import TeacherMixin, distillation_targets, teacher_log_proba
+
+__all__ = ["Cnn3DSegmenter", "DistilledSegmenter"]
+
+#: The light U-Net's size knobs (estimator parameters; ``None``: the builder's default).
+UNET_KNOBS = ("base_filters", "filter_multiplier", "levels", "last_filters")
+
+SEGMENTER_CONSTRAINTS: dict = {
+    **TRAINING_PARAMETER_CONSTRAINTS,
+    "n_classes": [Interval(Integral, 2, None, closed="left"), None],
+    "base_filters": [Interval(Integral, 1, None, closed="left"), None],
+    "filter_multiplier": [Interval(Real, 1, None, closed="left"), None],
+    "levels": [Interval(Integral, 1, None, closed="left"), None],
+    "last_filters": [Interval(Integral, 1, None, closed="left"), None],
+    "class_weight": [StrOptions({"balanced"}), None],
+}
+
+SEGMENTATION_ARCH = [StrOptions(set(list_segmentation_architectures())), callable]
+
+
+class _BaseSegmenter(BaseVolumeEstimator):
+    """Label volumes in, label volumes out; score is the mean IoU."""
+
+    def _knobs(self) -> dict:
+        return {k: getattr(self, k) for k in UNET_KNOBS if getattr(self, k) is not None}
+
+    def _make_network(self):
+        return build_segmentation_network(
+            getattr(self, self._arch_parameter),
+            self.n_classes_,
+            self.input_shape_,
+            self.n_channels_,
+            **self._knobs(),
+        )
+
+    def _validate_segmentation_inputs(self, X, y) -> tuple[np.ndarray, np.ndarray]:
+        """Validate volumes and label masks; set ``n_classes_``, ``classes_``."""
+        if input_ndim(X) == 2:
+            raise ValueError(
+                "Segmentation needs volumes (n_samples, D, H, W) or (n_samples, 1, D, H, W), "
+                "not 2D feature rows."
+            )
+        X = self._validate_fit_inputs(X)
+        masks = check_masks(y, len(X), self.input_shape_)
+        n_classes = self.n_classes if self.n_classes is not None else max(2, masks.max() + 1)
+        if masks.max() >= n_classes:
+            raise ValueError(
+                f"y holds label {masks.max()} but n_classes={n_classes}; labels must be in "
+                f"0..{n_classes - 1}. Raise n_classes or relabel the masks."
+            )
+        self.n_classes_ = int(n_classes)
+        self.classes_ = np.arange(self.n_classes_)
+        arch = getattr(self, self._arch_parameter)
+        if isinstance(arch, str):
+            check_segmentation_input_size(arch, self.input_shape_, **self._knobs())
+        return X, masks
+
+    def _class_weights(self, masks: np.ndarray) -> np.ndarray | None:
+        if self.class_weight is None:
+            return None
+        present = np.unique(masks)
+        weights = np.ones(self.n_classes_)
+        weights[present] = compute_class_weight("balanced", classes=present, y=masks.ravel())
+        return weights
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Per-voxel class probabilities.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, D, H, W) or (n_samples, 1, D, H, W)
+            Volumes of the shape seen in fit, or a lazy
+            :class:`~skdistill.io.SubtomogramStack`, read in batches.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes, D, H, W)
+            Probabilities summing to 1 over axis 1.
+        """
+        return softmax(self._predict_logits(X), axis=1)
+
+    def predict_log_proba(self, X) -> np.ndarray:
+        """Logarithm of :meth:`predict_proba`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, D, H, W) or (n_samples, 1, D, H, W)
+            Volumes of the shape seen in fit.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes, D, H, W)
+        """
+        logits = self._predict_logits(X)
+        return logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+
+    def predict(self, X) -> np.ndarray:
+        """Label volumes: the most probable class of every voxel.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, D, H, W) or (n_samples, 1, D, H, W)
+            Volumes of the shape seen in fit.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, D, H, W), dtype int64
+        """
+        return self._predict_logits(X).argmax(axis=1)
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Mean IoU of :meth:`predict` against the label volumes ``y``.
+
+        The mean over the classes present in ``y`` or in the prediction, computed with
+        :func:`skdistill.metrics.mean_iou`; ``sample_weight`` is not supported.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, D, H, W) or (n_samples, 1, D, H, W)
+            Volumes.
+        y : array-like of shape (n_samples, D, H, W)
+            True label volumes.
+        sample_weight : None
+            Must be None.
+
+        Returns
+        -------
+        float
+        """
+        if sample_weight is not None:
+            raise ValueError("sample_weight is not supported by the mean IoU score.")
+        check_is_fitted(self, "net_")
+        masks = check_masks(y, len(X), self.input_shape_)
+        if masks.max() >= self.n_classes_:
+            raise ValueError(
+                f"y holds label {masks.max()}, but this segmenter was fitted on "
+                f"{self.n_classes_} classes (labels 0..{self.n_classes_ - 1})."
+            )
+        return mean_iou(masks, self.predict(X))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.estimator_type = None
+        tags.target_tags.required = True
+        tags.target_tags.single_output = False
+        tags.target_tags.multi_output = True
+        return tags
+
+
+def check_masks(y, n_samples: int, input_shape: tuple[int, ...]) -> np.ndarray:
+    """Check label volumes against the volumes they label; return them as int64.
+
+    Parameters
+    ----------
+    y : array-like of shape (n_samples, D, H, W) or (n_samples, 1, D, H, W)
+        Integer labels (``0`` background); floats must be whole numbers.
+    n_samples : int
+        Number of volumes.
+    input_shape : tuple of int
+        Shape ``(D, H, W)`` of the volumes.
+    """
+    masks = np.asarray(y)
+    if masks.ndim == 5 and masks.shape[1] == 1:
+        masks = masks[:, 0]
+    if masks.ndim != 4 or masks.shape[1:] != tuple(input_shape) or len(masks) != n_samples:
+        raise ValueError(
+            f"y has shape {masks.shape} but the volumes X have shape "
+            f"{(n_samples, *input_shape)}; pass one label volume per volume, of the same shape."
+        )
+    if masks.dtype.kind not in "iub":
+        if masks.dtype.kind != "f" or not np.all(np.isfinite(masks)):
+            raise ValueError(f"y must hold integer labels; got dtype {masks.dtype}.")
+        if not np.all(masks == np.round(masks)):
+            raise ValueError("y must hold integer labels; it has non-integer values.")
+    masks = masks.astype(np.int64)
+    if masks.min() < 0:
+        raise ValueError(
+            f"y holds the negative label {masks.min()}; labels are 0 (background) to n_classes - 1."
+        )
+    return masks
+
+
+class Cnn3DSegmenter(_BaseSegmenter):
+    """Segment subtomograms voxel by voxel with an encoder-decoder 3D CNN.
+
+    A scikit-learn estimator around a skorch-trained network mapping a volume to per-voxel
+    class logits: the SSN3D nets of Liu, Zeng et al. (ICIP 2018) or a light U-Net whose size
+    is set by four knobs (Matuszewski & Sintorn 2019). Defaults follow the SSN3D paper's
+    training: Adam, lr 1e-3, batch 128, at most 150 epochs, early stopping patience 20.
+
+    Parameters
+    ----------
+    arch : str or callable, default="ssn3d"
+        ``"ssn3d"`` (the encoder-decoder FCN of the authors' training script),
+        ``"ssn3d_fcn8"``, ``"ssn3d_fcn1"``, ``"ssn3d_aspp"``, ``"unet"``, or a factory
+        ``(n_classes, input_shape, in_channels, **knobs) -> torch.nn.Module``.
+    n_classes : int or None, default=None
+        Number of classes (background included); ``None``: ``max(y) + 1`` (at least 2).
+    base_filters, filter_multiplier, levels, last_filters : int, float or None, default=None
+        The light U-Net's size knobs (feature maps of the first level, growth per level,
+        number of levels, feature maps of the last two convolutions); ``None`` keeps the
+        builder's default. Flat parameters, so a grid search reads
+        ``{"base_filters": [4, 8, 16], "levels": [2, 3]}``. Only for ``arch="unet"``.
+    class_weight : "balanced" or None, default=None
+        ``"balanced"`` weights the voxel cross-entropy by inverse class frequency, computed
+        on each fit's masks (scikit-learn's ``compute_class_weight``).
+    max_epochs, batch_size, lr, optimizer, momentum, nesterov, lr_decay, early_stopping, \
+validation_fraction, device, precision, inference_precision, random_state, verbose
+        Training and prediction settings as in :class:`~skdistill.Cnn3DClassifier`, with
+        the defaults listed in the signature.
+
+    Attributes
+    ----------
+    n_classes_ : int
+        Number of classes.
+    classes_ : ndarray of shape (n_classes_,)
+        ``arange(n_classes_)``: the label values.
+    class_weight_ : ndarray or None
+        Class weights used in the loss.
+    input_shape_, n_channels_, device_, precision_, net_, history_, n_iter_, best_epoch_, \
+validation_score_, n_parameters_
+        As in :class:`~skdistill.Cnn3DClassifier` (accuracies are voxel accuracies).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdistill import Cnn3DSegmenter
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(8, 8, 8, 8)).astype("float32")
+    >>> y = (X > 0.5).astype(int)
+    >>> seg = Cnn3DSegmenter("unet", levels=2, base_filters=4, last_filters=4,
+    ...                      max_epochs=2, batch_size=4, random_state=0).fit(X, y)
+    >>> seg.predict(X[:2]).shape, seg.predict_proba(X[:2]).shape
+    ((2, 8, 8, 8), (2, 2, 8, 8, 8))
+    """
+
+    _arch_parameter = "arch"
+    _parameter_constraints: dict = {"arch": SEGMENTATION_ARCH, **SEGMENTER_CONSTRAINTS}
+
+    def __init__(
+        self,
+        arch="ssn3d",
+        *,
+        n_classes=None,
+        base_filters=None,
+        filter_multiplier=None,
+        levels=None,
+        last_filters=None,
+        class_weight=None,
+        max_epochs=150,
+        batch_size=128,
+        lr=1e-3,
+        optimizer="adam",
+        momentum=0.9,
+        nesterov=True,
+        lr_decay=0.0,
+        early_stopping=20,
+        validation_fraction=0.2,
+        device="auto",
+        precision="fp32",
+        inference_precision="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        self.arch = arch
+        self.n_classes = n_classes
+        self.base_filters = base_filters
+        self.filter_multiplier = filter_multiplier
+        self.levels = levels
+        self.last_filters = last_filters
+        self.class_weight = class_weight
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.optimizer = optimizer
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.lr_decay = lr_decay
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.device = device
+        self.precision = precision
+        self.inference_precision = inference_precision
+        self.random_state = random_state
+        self.verbose = verbose
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Train the network on volumes and their label volumes.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, D, H, W) or (n_samples, 1, D, H, W)
+            Cubic volumes.
+        y : array-like of shape (n_samples, D, H, W)
+            Integer label volumes (0 = background).
+
+        Returns
+        -------
+        self : Cnn3DSegmenter
+        """
+        X, masks = self._validate_segmentation_inputs(X, y)
+        self.class_weight_ = self._class_weights(masks)
+        self._train(
+            X,
+            masks,
+            stratify=np.zeros(len(X)),
+            seed=draw_seed(self.random_state),
+            class_weight=self.class_weight_,
+        )
+        return self
+
+
+class DistilledSegmenter(TeacherMixin, _BaseSegmenter):
+    """Train a small segmenter on a teacher segmenter's per-voxel soft labels.
+
+    As :class:`~skdistill.DistilledClassifier`, voxel by voxel: the teacher (fitted on the
+    masks, or reused as is when wrapped in :class:`sklearn.frozen.FrozenEstimator`; fits can
+    be cached with ``memory=``) gives per-voxel probabilities at temperature ``T``; the
+    student minimises ``T**2 * KL(teacher || student)`` summed over classes and averaged over
+    volumes *and voxels*, plus ``alpha`` times the voxel cross-entropy on the masks.
+
+    Parameters
+    ----------
+    teacher : segmenter or None, default=None
+        Estimator with ``fit`` and ``predict_proba`` returning ``(n, n_classes, D, H, W)``.
+        ``None`` means ``Cnn3DSegmenter()`` (SSN3D) with this estimator's device, precision
+        and verbosity settings.
+    student_arch : str or callable, default="unet"
+        Student network (see :class:`Cnn3DSegmenter`'s ``arch``); the U-Net knobs apply to it.
+    temperature : float, default=5.0
+        Softmax temperature ``T``.
+    alpha : float, default=0.0
+        Weight of the hard-mask cross-entropy term.
+    memory : str, joblib.Memory or None, default=None
+        Cache of teacher fits.
+    n_classes, base_filters, filter_multiplier, levels, last_filters, max_epochs, \
+batch_size, lr, optimizer, momentum, nesterov, lr_decay, early_stopping, \
+validation_fraction, device, precision, inference_precision, random_state, verbose
+        As in :class:`Cnn3DSegmenter`.
+
+    Attributes
+    ----------
+    n_classes_, classes_, net_, history_, n_parameters_
+        As in :class:`Cnn3DSegmenter`.
+    teacher_n_parameters_ : int or None
+        Parameters of the teacher.
+    compression_rate_ : float or None
+        ``teacher_n_parameters_ / n_parameters_``.
+    teacher_score_ : float
+        The teacher's validation voxel accuracy (NaN if unknown).
+    """
+
+    _arch_parameter = "student_arch"
+    _parameter_constraints: dict = {
+        "teacher": [HasMethods(["fit", "predict_proba"]), None],
+        "student_arch": SEGMENTATION_ARCH,
+        "temperature": [Interval(Real, 0, None, closed="neither")],
+        "alpha": [Interval(Real, 0, 1, closed="both")],
+        "memory": [None, str, HasMethods(["cache"])],
+        **{k: v for k, v in SEGMENTER_CONSTRAINTS.items() if k != "class_weight"},
+    }
+
+    def __init__(
+        self,
+        teacher=None,
+        student_arch="unet",
+        temperature=5.0,
+        alpha=0.0,
+        memory=None,
+        *,
+        n_classes=None,
+        base_filters=None,
+        filter_multiplier=None,
+        levels=None,
+        last_filters=None,
+        max_epochs=150,
+        batch_size=128,
+        lr=1e-3,
+        optimizer="adam",
+        momentum=0.9,
+        nesterov=True,
+        lr_decay=0.0,
+        early_stopping=20,
+        validation_fraction=0.2,
+        device="auto",
+        precision="fp32",
+        inference_precision="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        self.teacher = teacher
+        self.student_arch = student_arch
+        self.temperature = temperature
+        self.alpha = alpha
+        self.memory = memory
+        self.n_classes = n_classes
+        self.base_filters = base_filters
+        self.filter_multiplier = filter_multiplier
+        self.levels = levels
+        self.last_filters = last_filters
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.optimizer = optimizer
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.lr_decay = lr_decay
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.device = device
+        self.precision = precision
+        self.inference_precision = inference_precision
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _description(self) -> str:
+        return f"{super()._description()} (T={self.temperature:g})"
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y):
+        """Fit (or reuse) the teacher, then train the student on its per-voxel soft labels.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, D, H, W) or (n_samples, 1, D, H, W)
+            Cubic volumes.
+        y : array-like of shape (n_samples, D, H, W)
+            Integer label volumes.
+
+        Returns
+        -------
+        self : DistilledSegmenter
+        """
+        X, masks = self._validate_segmentation_inputs(X, y)
+        teacher = self._fitted_teacher(X, masks, np.arange(len(X)))
+        targets = distillation_targets(
+            teacher_log_proba(teacher, X), masks.astype(np.float32), self.temperature
+        )
+        self._train(
+            X,
+            targets,
+            stratify=np.zeros(len(X)),
+            seed=draw_seed(self.random_state),
+            distillation=(float(self.temperature), float(self.alpha)),
+        )
+        self._record_teacher(teacher)
+        return self
+
+    def _default_teacher(self, **params) -> Cnn3DSegmenter:
+        return Cnn3DSegmenter(n_classes=self.n_classes, **params)
+
+    def _check_frozen_teacher(self, teacher) -> None:
+        if teacher.n_classes_ != self.n_classes_:
+            raise ValueError(
+                f"The frozen teacher segments {teacher.n_classes_} classes but y has "
+                f"{self.n_classes_}; fit the teacher on the same classes or pass n_classes."
+            )

@@ -1,0 +1,200 @@
+"""Cnn3DSegmenter and DistilledSegmenter: shapes, learning, search, pickling, bad input."""
+
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from sklearn.frozen import FrozenEstimator
+from sklearn.model_selection import GridSearchCV, cross_val_score
+
+from skdistill import Cnn3DSegmenter, DistilledSegmenter
+from skdistill.datasets import make_segmentation_subtomograms
+from skdistill.losses import distillation_loss
+from skdistill.metrics import mean_iou, mean_iou_scorer
+
+SIZE = 16
+SMALL_UNET = {"base_filters": 8, "levels": 3, "last_filters": 8}
+FIT = {"max_epochs": 10, "batch_size": 8, "lr": 1e-2, "validation_fraction": None}
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, y = make_segmentation_subtomograms(
+        64, size=SIZE, n_classes=4, snr=5.0, crowding=1, mask_threshold=0.2, random_state=0
+    )
+    return X[:48], y[:48], X[48:], y[48:]
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    X, y, _, _ = data
+    return Cnn3DSegmenter("unet", **SMALL_UNET, **FIT, class_weight="balanced", random_state=0).fit(
+        X, y
+    )
+
+
+def test_shapes_and_attributes(fitted, data):
+    _, _, X_test, y_test = data
+    assert fitted.predict(X_test).shape == y_test.shape
+    proba = fitted.predict_proba(X_test)
+    assert proba.shape == (len(X_test), 2, SIZE, SIZE, SIZE)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(np.exp(fitted.predict_log_proba(X_test)), proba, rtol=1e-5)
+    assert fitted.n_classes_ == 2 and list(fitted.classes_) == [0, 1]
+    assert fitted.n_iter_ == FIT["max_epochs"]
+
+
+def test_learns_better_than_all_background(fitted, data):
+    _, _, X_test, y_test = data
+    score = fitted.score(X_test, y_test)
+    assert score == pytest.approx(mean_iou(y_test, fitted.predict(X_test)))
+    assert score > mean_iou(y_test, np.zeros_like(y_test)) + 0.1
+
+
+@pytest.mark.parametrize("arch", ["ssn3d", "ssn3d_fcn8", "ssn3d_fcn1", "ssn3d_aspp"])
+def test_ssn3d_variants_fit_and_predict(arch, data):
+    X, y, X_test, _ = data
+    seg = Cnn3DSegmenter(arch, **{**FIT, "max_epochs": 1}, random_state=0).fit(X[:8], y[:8])
+    assert seg.predict(X_test[:2]).shape == (2, SIZE, SIZE, SIZE)
+
+
+def test_grid_search_over_unet_knobs_with_mean_iou(data):
+    X, y, _, _ = data
+    search = GridSearchCV(
+        Cnn3DSegmenter("unet", **{**FIT, "max_epochs": 1}, random_state=0),
+        {"base_filters": [2, 4], "levels": [2]},
+        cv=2,
+        scoring=mean_iou_scorer,
+    ).fit(X[:16], y[:16])
+    assert search.best_params_["base_filters"] in (2, 4)
+    assert len(search.cv_results_["mean_test_score"]) == 2
+
+
+def test_cross_val_score_uses_mean_iou(data):
+    X, y, _, _ = data
+    scores = cross_val_score(
+        Cnn3DSegmenter("unet", **SMALL_UNET, **{**FIT, "max_epochs": 1}, random_state=0),
+        X[:16], y[:16], cv=2,
+    )  # fmt: skip
+    assert scores.shape == (2,) and np.all((scores >= 0) & (scores <= 1))
+
+
+def test_pickle_reloads_in_a_fresh_process(fitted, data, tmp_path):
+    _, _, X_test, _ = data
+    path = tmp_path / "segmenter.pkl"
+    path.write_bytes(pickle.dumps(fitted))
+    np.save(tmp_path / "X.npy", X_test)
+    code = (
+        "import pickle, numpy as np, sys; "
+        f"m = pickle.loads(open({str(path)!r}, 'rb').read()); "
+        f"np.save({str(tmp_path / 'pred.npy')!r}, m.predict(np.load({str(tmp_path / 'X.npy')!r})))"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    np.testing.assert_array_equal(np.load(tmp_path / "pred.npy"), fitted.predict(X_test))
+
+
+def test_bf16_inference_agrees_with_fp32(fitted, data):
+    _, _, X_test, _ = data
+    fitted.set_params(inference_precision="fp32")
+    exact = fitted.predict_proba(X_test)
+    fitted.set_params(inference_precision="bf16")
+    fast = fitted.predict_proba(X_test)
+    fitted.set_params(inference_precision="auto")
+    assert np.mean(exact.argmax(1) == fast.argmax(1)) >= 0.99
+    assert np.abs(exact - fast).max() <= 2e-2
+
+
+def test_balanced_class_weight(data):
+    X, y, _, _ = data
+    seg = Cnn3DSegmenter("unet", **SMALL_UNET, **{**FIT, "max_epochs": 1},
+                         class_weight="balanced", random_state=0).fit(X[:8], y[:8])  # fmt: skip
+    counts = np.bincount(y[:8].ravel(), minlength=2)
+    np.testing.assert_allclose(seg.class_weight_, counts.sum() / (2 * counts))
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda X, y: (X, y[:, :8]), r"y has shape \(8, 8, 16, 16\).*\(8, 16, 16, 16\)"),
+        (lambda X, y: (X, y + 0.5), "integer"),
+        (lambda X, y: (X, y - 1), "negative"),
+        (lambda X, y: (X.reshape(len(X), -1), y), "not 2D feature rows"),
+        (lambda X, y: (X[:, :12, :12, :12], y[:, :12, :12, :12]), "12"),
+    ],
+)
+def test_bad_input_is_explained(data, change, match):
+    X, y, _, _ = data
+    X_bad, y_bad = change(X[:8], y[:8].astype(float))
+    with pytest.raises(ValueError, match=match):
+        Cnn3DSegmenter("ssn3d", **FIT).fit(X_bad, y_bad)
+
+
+def test_labels_beyond_n_classes_are_rejected(data):
+    X, y, _, _ = data
+    with pytest.raises(ValueError, match="n_classes=2"):
+        Cnn3DSegmenter("unet", n_classes=2, **SMALL_UNET, **FIT).fit(X[:4], y[:4] * 2)
+
+
+def test_unet_knobs_on_ssn3d_are_rejected(data):
+    X, y, _, _ = data
+    with pytest.raises(ValueError, match="base_filters"):
+        Cnn3DSegmenter("ssn3d", base_filters=4, **FIT).fit(X[:4], y[:4])
+
+
+def test_score_checks_mask_shape_and_labels(fitted, data):
+    _, _, X_test, y_test = data
+    with pytest.raises(ValueError, match="y has shape"):
+        fitted.score(X_test, y_test[:, :4])
+    with pytest.raises(ValueError, match="fitted on 2 classes"):
+        fitted.score(X_test, y_test * 3)
+
+
+# -- distillation ------------------------------------------------------------------------
+def test_voxel_distillation_loss_averages_over_voxels(seed):
+    generator = torch.Generator().manual_seed(seed)
+    student = torch.randn(2, 3, 4, 4, 4, generator=generator)
+    teacher = torch.softmax(torch.randn(2, 3, 4, 4, 4, generator=generator), dim=1)
+    voxels = distillation_loss(student, teacher, temperature=2.0)
+    rows = distillation_loss(
+        student.movedim(1, -1).reshape(-1, 3), teacher.movedim(1, -1).reshape(-1, 3),
+        temperature=2.0,
+    )  # fmt: skip
+    torch.testing.assert_close(voxels, rows)
+
+
+def test_distilled_unet_from_a_frozen_teacher(fitted, data):
+    X, y, X_test, _ = data
+    weights = {k: v.clone() for k, v in fitted.net_.module_.state_dict().items()}
+    student = DistilledSegmenter(
+        FrozenEstimator(fitted), student_arch="unet", base_filters=2, levels=2, last_filters=2,
+        **FIT, random_state=0,
+    ).fit(X, y)  # fmt: skip
+    assert student.predict(X_test).shape == (len(X_test), SIZE, SIZE, SIZE)
+    assert student.compression_rate_ == pytest.approx(fitted.n_parameters_ / student.n_parameters_)
+    for name, tensor in fitted.net_.module_.state_dict().items():  # the teacher was not refit
+        torch.testing.assert_close(tensor, weights[name])
+    reloaded = pickle.loads(pickle.dumps(student))
+    assert not isinstance(reloaded.teacher, FrozenEstimator)  # no teacher weights pickled
+    np.testing.assert_array_equal(reloaded.predict(X_test), student.predict(X_test))
+
+
+def test_distilled_segmenter_caches_teacher_fits(data, tmp_path):
+    X, y, _, _ = data
+    teacher = Cnn3DSegmenter("unet", **SMALL_UNET, **{**FIT, "max_epochs": 1}, random_state=0)
+    kwargs = {"student_arch": "unet", "base_filters": 2, "levels": 2, "last_filters": 2,
+              "memory": str(tmp_path), **{**FIT, "max_epochs": 1}, "random_state": 0}  # fmt: skip
+    DistilledSegmenter(teacher, temperature=2.0, **kwargs).fit(X[:8], y[:8])
+    cached = list(tmp_path.rglob("output.pkl"))
+    DistilledSegmenter(teacher, temperature=5.0, **kwargs).fit(X[:8], y[:8])
+    assert len(cached) == 1 and list(tmp_path.rglob("output.pkl")) == cached
+
+
+def test_frozen_teacher_with_other_classes_is_rejected(fitted, data):
+    X, y, _, _ = data
+    with pytest.raises(ValueError, match="frozen teacher segments 2 classes"):
+        DistilledSegmenter(FrozenEstimator(fitted), n_classes=3, **SMALL_UNET, **FIT).fit(
+            X[:4], y[:4]
+        )
