@@ -194,7 +194,17 @@ def test_distilled_segmenter_caches_teacher_fits(data, tmp_path):
 
 def test_frozen_teacher_with_other_classes_is_rejected(fitted, data):
     X, y, _, _ = data
-    with pytest.raises(ValueError, match="frozen teacher segments 2 classes"):
+    with pytest.raises(ValueError, match="student segments 3 classes"):
         DistilledSegmenter(FrozenEstimator(fitted), n_classes=3, **SMALL_UNET, **FIT).fit(
             X[:4], y[:4]
         )
+
+
+def test_training_scores_take_the_argmax_over_classes(fitted, data):
+    """skorch's default softmax runs over the last axis; the nets must output raw logits so
+    that train/valid voxel accuracies use the class axis."""
+    _, _, X_test, _ = data
+    raw = fitted.net_.predict_proba(X_test[:, np.newaxis])
+    fitted.set_params(inference_precision="fp32")
+    np.testing.assert_allclose(raw, fitted._predict_logits(X_test), rtol=1e-4, atol=1e-5)
+    fitted.set_params(inference_precision="auto")

@@ -89,7 +89,7 @@ def main(args: list[str] | None = None) -> int:
         return namespace.run(namespace)
     except KeyboardInterrupt:
         return 130
-    except (OSError, ValueError) as exc:  # includes sklearn's InvalidParameterError
+    except (OSError, ValueError, RuntimeError) as exc:  # ValueError: also InvalidParameterError
         print(f"{_PREFIX} {_one_line(exc)}", file=sys.stderr)
         return 1
 

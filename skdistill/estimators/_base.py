@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from abc import ABCMeta, abstractmethod
 from collections.abc import Iterator
 from numbers import Integral, Real
 
@@ -20,7 +21,13 @@ from ..exceptions import DeviceFallbackWarning
 from ..utils.device import local_torch_seed, resolve_device
 from ..utils.precision import PRECISIONS, autocast, resolve_precision, to_channels_last
 from ..utils.validation import validate_volumes
-from ._net import TrainingConfig, best_epoch_index, epoch_summary, make_net
+from ._net import (
+    TrainingConfig,
+    best_epoch_index,
+    close_progress_bars,
+    epoch_summary,
+    make_net,
+)
 
 #: Volumes per forward pass at prediction time, by device type: independent of the training
 #: batch size; large on GPUs, cache-sized on CPUs.
@@ -46,7 +53,7 @@ TRAINING_PARAMETER_CONSTRAINTS: dict = {
 ARCH_CONSTRAINT = [StrOptions(set(list_architectures())), callable]
 
 
-class BaseVolumeEstimator(BaseEstimator):
+class BaseVolumeEstimator(BaseEstimator, metaclass=ABCMeta):
     """Base class of the volume estimators (classifiers and segmenters); not for direct use.
 
     Subclasses define ``__init__`` (storing parameters only), ``fit``, ``_make_network``
@@ -103,9 +110,9 @@ class BaseVolumeEstimator(BaseEstimator):
         with local_torch_seed(seed):
             return self._make_network()
 
+    @abstractmethod
     def _make_network(self) -> torch.nn.Module:
         """The untrained network for the fitted input shape and classes."""
-        raise NotImplementedError
 
     def _train(
         self,
@@ -130,7 +137,10 @@ class BaseVolumeEstimator(BaseEstimator):
                 seed=seed,
                 class_weight=class_weight,
             )
-            net.fit(X[train_idx], targets[train_idx])
+            try:
+                net.fit(X[train_idx], targets[train_idx])
+            finally:
+                close_progress_bars(net)
         best = best_epoch_index(net)
         self.history_ = epoch_summary(net.history)
         self.n_iter_ = len(self.history_)
@@ -163,7 +173,7 @@ class BaseVolumeEstimator(BaseEstimator):
         :class:`~skdistill.io.SubtomogramStack`) is read and validated one batch at a time,
         so prediction memory does not grow with the number of volumes.
         """
-        batch_size = INFERENCE_BATCH_SIZE[torch.device(self.device_).type]
+        batch_size = INFERENCE_BATCH_SIZE.get(torch.device(self.device_).type, 64)
         if hasattr(X, "iter_batches"):
             if len(X) == 0:
                 raise ValueError(f"{type(X).__name__} holds no volumes; nothing to predict.")

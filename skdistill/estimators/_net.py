@@ -24,7 +24,14 @@ from ..exceptions import TrainingDivergedError
 from ..losses import DistillationLoss
 from ..utils.precision import autocast, to_channels_last
 
-__all__ = ["DistillationNet", "TrainingConfig", "TrainingNet", "epoch_summary", "make_net"]
+__all__ = [
+    "DistillationNet",
+    "TrainingConfig",
+    "TrainingNet",
+    "close_progress_bars",
+    "epoch_summary",
+    "make_net",
+]
 
 
 class TrainingNet(NeuralNet):
@@ -106,7 +113,20 @@ class EpochProgressBar(Callback):
         self.bar_.update(1)
 
     def on_train_end(self, net, X=None, y=None, **kwargs):
-        self.bar_.close()
+        self.close()
+
+    def close(self) -> None:
+        """Close the bar (skorch skips ``on_train_end`` when training raises)."""
+        bar = getattr(self, "bar_", None)
+        if bar is not None:
+            bar.close()
+
+
+def close_progress_bars(net: NeuralNet) -> None:
+    """Close the progress bars of ``net``'s callbacks, e.g. after training raised."""
+    for _, callback in getattr(net, "callbacks_", []):
+        if isinstance(callback, EpochProgressBar):
+            callback.close()
 
 
 _PROGRESS_KEYS = ("train_loss", "valid_loss", "valid_acc")
@@ -234,6 +254,9 @@ def make_net(
         device=config.device,
         verbose=int(config.verbose >= 2),
         precision=config.precision,
+        # skorch's "auto" softmax runs over the last axis, wrong for voxel logits
+        # (n, K, D, H, W); the scoring callbacks only need argmax over axis 1.
+        predict_nonlinearity=None,
         **criterion_params,
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from numbers import Integral, Real
 
 import numpy as np
-from scipy.special import softmax
+from scipy.special import log_softmax, softmax
 from sklearn.base import _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
@@ -31,8 +31,8 @@ SEGMENTER_CONSTRAINTS: dict = {
     **TRAINING_PARAMETER_CONSTRAINTS,
     "n_classes": [Interval(Integral, 2, None, closed="left"), None],
     "base_filters": [Interval(Integral, 1, None, closed="left"), None],
-    "filter_multiplier": [Interval(Real, 1, None, closed="left"), None],
-    "levels": [Interval(Integral, 1, None, closed="left"), None],
+    "filter_multiplier": [Interval(Real, 0, None, closed="neither"), None],
+    "levels": [Interval(Integral, 2, None, closed="left"), None],
     "last_filters": [Interval(Integral, 1, None, closed="left"), None],
     "class_weight": [StrOptions({"balanced"}), None],
 }
@@ -113,8 +113,7 @@ class _BaseSegmenter(BaseVolumeEstimator):
         -------
         ndarray of shape (n_samples, n_classes, D, H, W)
         """
-        logits = self._predict_logits(X)
-        return logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+        return log_softmax(self._predict_logits(X), axis=1)
 
     def predict(self, X) -> np.ndarray:
         """Label volumes: the most probable class of every voxel.
@@ -456,9 +455,14 @@ validation_fraction, device, precision, inference_precision, random_state, verbo
         """
         X, masks = self._validate_segmentation_inputs(X, y)
         teacher = self._fitted_teacher(X, masks, np.arange(len(X)))
-        targets = distillation_targets(
-            teacher_log_proba(teacher, X), masks.astype(np.float32), self.temperature
-        )
+        log_proba = teacher_log_proba(teacher, X)
+        if log_proba.shape[1:] != (self.n_classes_, *self.input_shape_):
+            raise ValueError(
+                f"The teacher's predict_proba gives shape {log_proba.shape[1:]} per volume, but "
+                f"the student segments {self.n_classes_} classes of volumes "
+                f"{self.input_shape_}; fit the teacher on the same classes or pass n_classes."
+            )
+        targets = distillation_targets(log_proba, masks.astype(np.float32), self.temperature)
         self._train(
             X,
             targets,
@@ -473,8 +477,5 @@ validation_fraction, device, precision, inference_precision, random_state, verbo
         return Cnn3DSegmenter(n_classes=self.n_classes, **params)
 
     def _check_frozen_teacher(self, teacher) -> None:
-        if teacher.n_classes_ != self.n_classes_:
-            raise ValueError(
-                f"The frozen teacher segments {teacher.n_classes_} classes but y has "
-                f"{self.n_classes_}; fit the teacher on the same classes or pass n_classes."
-            )
+        # Checked on the teacher's output in fit, which works for any teacher.
+        return None
