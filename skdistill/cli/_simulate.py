@@ -17,6 +17,7 @@ from ..datasets._simulate import SimulationPlan, chunk_indices, seed_entropy
 from ..io._atomic import check_targets, write_atomically
 from ..io.mrc import write_new_volume
 from ..io.star import PARTICLES_STAR, write_particles_star
+from ..io.subtomograms import mrc_names
 from ._arguments import (
     HelpFormatter,
     TiltRange,
@@ -27,7 +28,7 @@ from ._arguments import (
     snr,
 )
 
-__all__ = ["StreamWriter", "add_parser", "mrc_names", "run"]
+__all__ = ["StreamWriter", "add_parser", "run"]
 
 _DESCRIPTION = """\
 Simulate cryo-ET subtomograms (skdistill.datasets.make_subtomograms) and write them to
@@ -204,12 +205,6 @@ def run(args: argparse.Namespace) -> int:
         f"{seconds:.1f} s ({args.n / seconds:.1f} volumes/s)."
     )
     return 0
-
-
-def mrc_names(n: int) -> list[str]:
-    """The MRC file names :func:`~skdistill.io.write_subtomograms` gives ``n`` volumes."""
-    width = max(6, len(str(n)))
-    return [f"subtomo_{i:0{width}d}.mrc" for i in range(1, n + 1)]
 
 
 class StreamWriter:

@@ -11,7 +11,13 @@ from sklearn.utils import Bunch
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
 from ._simulate import SimulationPlan, chunk_indices, seed_entropy
-from .physics import add_noise, apply_fourier_filter, random_euler_angles, rotation_matrices
+from .physics import (
+    add_noise,
+    apply_fourier_filter,
+    random_euler_angles,
+    random_shifts,
+    rotation_matrices,
+)
 from .templates import render_assemblies
 
 __all__ = ["SegmentationPlan", "make_segmentation_subtomograms"]
@@ -173,7 +179,7 @@ class SegmentationPlan:
         ``crowding``.
         """
         rotation = random_euler_angles(1, rng)[0]
-        shift = rng.uniform(-self.max_shift * self.size, self.max_shift * self.size, size=3)
+        shift = random_shifts(1, self.size, self.max_shift, rng)[0]
         if self.crowding == 0:
             return rotation, shift, np.zeros(0, dtype=np.int64), np.zeros((0, 3)), np.zeros((0, 3))
         # Uniform over the other classes: draw from n - 1 and skip the target's index.

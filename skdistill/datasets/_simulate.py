@@ -7,9 +7,10 @@ from numbers import Integral, Real
 
 import numpy as np
 from joblib import Parallel, delayed, effective_n_jobs
-from sklearn.utils import Bunch, check_random_state
+from sklearn.utils import Bunch
 from sklearn.utils._param_validation import Interval, validate_params
 
+from ..utils.device import draw_seed
 from .physics import (
     add_noise,
     apply_fourier_filter,
@@ -135,7 +136,7 @@ def seed_entropy(random_state) -> int:
     """The root entropy of a simulation: the integer itself, or drawn from a RandomState."""
     if isinstance(random_state, Integral):
         return int(random_state)
-    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+    return draw_seed(random_state)
 
 
 @validate_params(

@@ -152,6 +152,14 @@ class BaseVolumeEstimator(BaseEstimator, metaclass=ABCMeta):
 
     # -- prediction ------------------------------------------------------------------
     def _predict_logits(self, X) -> np.ndarray:
+        return self._predict_batches(X, reduce=None).astype(np.float64)
+
+    def _predict_batches(self, X, reduce=None) -> np.ndarray:
+        """Network outputs for ``X``, batch by batch, optionally reduced on the device.
+
+        ``reduce`` maps a batch of float32 logits to what is kept (e.g. the argmax over
+        classes for ``predict``), so only that, not every logit, accumulates in memory.
+        """
         check_is_fitted(self, "net_")
         precision = self._resolve_precision(self.inference_precision)
         cuda = torch.device(self.device_).type == "cuda"
@@ -163,8 +171,9 @@ class BaseVolumeEstimator(BaseEstimator, metaclass=ABCMeta):
                 batch = torch.from_numpy(batch)
                 if cuda:
                     batch = batch.pin_memory().to(self.device_, non_blocking=True)
-                outputs.append(module(to_channels_last(batch)).float().cpu().numpy())
-        return np.concatenate(outputs).astype(np.float64)
+                logits = module(to_channels_last(batch)).float()
+                outputs.append((logits if reduce is None else reduce(logits)).cpu().numpy())
+        return np.concatenate(outputs)
 
     def _inference_batches(self, X) -> Iterator[np.ndarray]:
         """Validated float32 batches ``(k, C, D, H, W)`` of ``X``.
@@ -276,8 +285,12 @@ class BaseVolumeClassifier(ClassifierMixin, BaseVolumeEstimator):
         ndarray of shape (n_samples,)
             Labels from ``classes_``.
         """
-        logits = self._predict_logits(X)
-        return self.classes_[logits.argmax(axis=1)]
+        indices = self._predict_batches(X, reduce=_argmax_over_classes)
+        return self.classes_[indices]
+
+
+def _argmax_over_classes(logits: torch.Tensor) -> torch.Tensor:
+    return logits.argmax(dim=1)
 
 
 def split_train_valid(

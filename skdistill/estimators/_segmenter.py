@@ -19,7 +19,7 @@ from ..architectures.segmentation import (
 from ..metrics import mean_iou
 from ..utils.device import draw_seed
 from ..utils.validation import input_ndim
-from ._base import TRAINING_PARAMETER_CONSTRAINTS, BaseVolumeEstimator
+from ._base import TRAINING_PARAMETER_CONSTRAINTS, BaseVolumeEstimator, _argmax_over_classes
 from ._teacher import TeacherMixin, distillation_targets, teacher_log_proba
 
 __all__ = ["Cnn3DSegmenter", "DistilledSegmenter"]
@@ -127,7 +127,8 @@ class _BaseSegmenter(BaseVolumeEstimator):
         -------
         ndarray of shape (n_samples, D, H, W), dtype int64
         """
-        return self._predict_logits(X).argmax(axis=1)
+        # Reduced batch by batch: memory holds labels, not every voxel's logits.
+        return self._predict_batches(X, reduce=_argmax_over_classes)
 
     def score(self, X, y, sample_weight=None) -> float:
         """Mean IoU of :meth:`predict` against the label volumes ``y``.

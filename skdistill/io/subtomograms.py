@@ -114,8 +114,7 @@ def write_subtomograms(
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise NotADirectoryError(f"{directory} exists and is not a directory; pick another.")
-    width = max(6, len(str(n)))
-    names = [f"subtomo_{i:0{width}d}.mrc" for i in range(1, n + 1)]
+    names = mrc_names(n)
     star = directory / PARTICLES_STAR
     targets = [directory / name for name in names]
     mask_names = None if masks is None else [mask_file_name(name) for name in names]
@@ -273,3 +272,9 @@ def _check_per_particle(values, n: int, name: str) -> np.ndarray:
     if not np.all(np.isfinite(values)):
         raise ValueError(f"{name} holds NaN or infinite values; pass finite numbers.")
     return values
+
+
+def mrc_names(n: int) -> list[str]:
+    """File names of ``n`` subtomograms: ``subtomo_000001.mrc``, ... (at least 6 digits)."""
+    width = max(6, len(str(n)))
+    return [f"subtomo_{i:0{width}d}.mrc" for i in range(1, n + 1)]
