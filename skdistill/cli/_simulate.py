@@ -10,10 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from joblib import Parallel, delayed, effective_n_jobs
 from tqdm import tqdm
 
-from ..datasets._simulate import SimulationPlan, chunk_indices, seed_entropy
+from ..datasets._simulate import SimulationPlan, chunk_indices, seed_entropy, simulate_chunks
 from ..io._atomic import check_targets, write_atomically
 from ..io.mrc import write_new_volume
 from ..io.star import PARTICLES_STAR, write_particles_star
@@ -284,14 +283,7 @@ def _simulate(
     plan: SimulationPlan, n: int, jobs: int
 ) -> Iterator[tuple[np.ndarray, tuple[np.ndarray, ...]]]:
     """Each chunk of indices with its simulated ``(X, y, rotations, shifts)``, in order."""
-    chunks = list(chunk_indices(n))
-    if effective_n_jobs(jobs) == 1 or len(chunks) == 1:
-        results = map(plan.simulate, chunks)
-    else:
-        results = Parallel(n_jobs=jobs, return_as="generator")(
-            delayed(plan.simulate)(chunk) for chunk in chunks
-        )
-    return zip(chunks, results, strict=True)
+    return zip(chunk_indices(n), simulate_chunks(plan, n, jobs), strict=True)
 
 
 def _max_shift(text: str) -> float:

@@ -6,11 +6,10 @@ from dataclasses import dataclass, fields
 from numbers import Integral, Real
 
 import numpy as np
-from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.utils import Bunch
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
-from ._simulate import SimulationPlan, chunk_indices, seed_entropy
+from ._simulate import SimulationPlan, seed_entropy, simulate_chunks
 from .physics import (
     add_noise,
     apply_fourier_filter,
@@ -443,11 +442,7 @@ def make_segmentation_subtomograms(
         mask_threshold=mask_threshold,
         entropy=seed_entropy(random_state),
     )
-    chunks = list(chunk_indices(n_samples))
-    if effective_n_jobs(n_jobs) == 1 or len(chunks) == 1:
-        parts = [plan.simulate(chunk) for chunk in chunks]
-    else:
-        parts = Parallel(n_jobs=n_jobs)(delayed(plan.simulate)(chunk) for chunk in chunks)
+    parts = list(simulate_chunks(plan, n_samples, n_jobs))
     batch = SegmentationBatch(
         *(
             np.concatenate([getattr(part, field.name) for part in parts])

@@ -132,6 +132,20 @@ def chunk_indices(n_samples: int, chunk_size: int = CHUNK_SIZE) -> Iterator[np.n
         yield np.arange(start, min(start + chunk_size, n_samples))
 
 
+def simulate_chunks(plan, n_samples: int, n_jobs: int | None) -> Iterator[tuple]:
+    """``plan.simulate`` of each index chunk of ``range(n_samples)``, in order.
+
+    With ``n_jobs`` other than 1, chunks run in joblib workers and results stream back in
+    order as they finish (so a caller can write or count them as they come).
+    """
+    chunks = list(chunk_indices(n_samples))
+    if effective_n_jobs(n_jobs) == 1 or len(chunks) == 1:
+        return map(plan.simulate, chunks)
+    return Parallel(n_jobs=n_jobs, return_as="generator")(
+        delayed(plan.simulate)(chunk) for chunk in chunks
+    )
+
+
 def seed_entropy(random_state) -> int:
     """The root entropy of a simulation: the integer itself, or drawn from a RandomState."""
     if isinstance(random_state, Integral):
@@ -264,11 +278,7 @@ def make_subtomograms(
         templates=templates,
         entropy=seed_entropy(random_state),
     )
-    chunks = list(chunk_indices(n_samples))
-    if effective_n_jobs(n_jobs) == 1 or len(chunks) == 1:
-        parts = [plan.simulate(chunk) for chunk in chunks]
-    else:
-        parts = Parallel(n_jobs=n_jobs)(delayed(plan.simulate)(chunk) for chunk in chunks)
+    parts = list(simulate_chunks(plan, n_samples, n_jobs))
     X, y, rotations, shifts = (np.concatenate(values) for values in zip(*parts, strict=True))
     if not return_info:
         return X, y
