@@ -348,22 +348,23 @@ def load_template_maps(templates, size: int, voxel_size: float) -> tuple[list[st
 
 
 def _read_map(path: Path) -> tuple[np.ndarray, float]:
-    import mrcfile
+    # skdistill.io's readers check the header, truncation and mode, and name the file.
+    from ..io.mrc import read_header, read_volumes
 
     if not path.is_file():
         raise FileNotFoundError(f"Template map {str(path)!r} does not exist.")
-    try:
-        with mrcfile.open(path, permissive=False) as mrc:
-            density = np.asarray(mrc.data, dtype=np.float32)
-            file_voxel_size = float(mrc.voxel_size.x)
-    except ValueError as error:
-        raise ValueError(f"Template map {str(path)!r} is not a valid MRC file: {error}") from error
-    if file_voxel_size <= 0:
+    info = read_header(path)
+    if len(info.shape) != 3:
+        raise ValueError(
+            f"Template map {str(path)!r} holds data of shape {info.shape}; a template is one "
+            "3D map."
+        )
+    if info.voxel_size is None:
         raise ValueError(
             f"Template map {str(path)!r} has no voxel size in its header; set it (e.g. with "
             "mrcfile: mrc.voxel_size = 9.2) or pass the map as an array at the target voxel size."
         )
-    return density, file_voxel_size
+    return read_volumes(path, np.zeros(1, dtype=np.intp), info.shape)[0], info.voxel_size
 
 
 def _center_in_box(density: np.ndarray, size: int) -> np.ndarray:
