@@ -4,6 +4,8 @@ import pytest
 from sklearn.utils._param_validation import InvalidParameterError
 
 from skdistill import Cnn3DClassifier, DistilledClassifier
+from skdistill.estimators._base import split_train_valid
+from skdistill.utils.device import draw_seed
 
 from .conftest import FAST
 
@@ -52,3 +54,16 @@ def test_silent_by_default(volumes, seed, capsys):
     Cnn3DClassifier(arch="tiny", **FAST, random_state=seed).fit(X, y)
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+def test_validation_accuracy_in_history_matches_predictions(volumes):
+    """valid_acc is counted batch by batch during validation; it must equal the accuracy of
+    the final weights on the held-out rows (early stopping off: the last epoch is kept)."""
+    X, y = volumes
+    clf = Cnn3DClassifier(
+        arch="tiny", **{**FAST, "validation_fraction": 0.25}, early_stopping=None,
+        inference_precision="fp32", random_state=0,
+    ).fit(X, y)  # fmt: skip
+    _, valid = split_train_valid(len(X), y, 0.25, draw_seed(0))
+    assert clf.history_[-1, "valid_acc"] == pytest.approx(clf.score(X[valid], y[valid]))
+    assert clf.validation_score_ == pytest.approx(clf.history_[-1, "valid_acc"])

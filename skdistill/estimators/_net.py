@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from skorch import NeuralNet
-from skorch.callbacks import Callback, EarlyStopping, EpochScoring, LRScheduler
+from skorch.callbacks import Callback, EarlyStopping, LRScheduler
 from skorch.dataset import Dataset
 from skorch.helper import predefined_split
 from skorch.history import History
-from skorch.utils import to_numpy, to_tensor
+from skorch.utils import to_tensor
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -82,16 +82,41 @@ class KerasDecay:
         return 1.0 / (1.0 + self.decay * iteration)
 
 
-def epoch_accuracy(net: NeuralNet, X, y) -> float:
-    """Accuracy of the net's argmax over the labeled rows of ``y`` (cached predictions)."""
-    scores = net.predict_proba(X)
-    y = to_numpy(y) if isinstance(y, torch.Tensor) else np.asarray(y)
-    labels = y[:, -1] if y.ndim == scores.ndim else y  # packed soft targets: labels last
-    labeled = labels >= 0
-    if not labeled.any():
-        return float("nan")
-    # Row accuracy for classifiers; voxel accuracy for segmenters (labels (n, D, H, W)).
-    return float(np.mean(scores.argmax(axis=1)[labeled] == labels[labeled]))
+class BatchAccuracy(Callback):
+    """An epoch's accuracy over the labeled rows (or voxels), counted batch by batch.
+
+    Rows for classifiers, voxels for segmenters; with packed distillation targets the hard
+    labels are the last channel, and ``-1`` marks unlabeled rows. Counting on the device as
+    batches pass keeps no predictions (skorch's cached ``EpochScoring`` holds every batch's
+    output until the epoch ends, which for voxel logits is most of the data set again).
+
+    Parameters
+    ----------
+    name : str
+        History key, e.g. ``"train_acc"``.
+    on_train : bool
+        Count training batches (True) or validation batches (False).
+    """
+
+    def __init__(self, name: str, on_train: bool) -> None:
+        self.name = name
+        self.on_train = on_train
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.correct_, self.total_ = 0, 0
+
+    def on_batch_end(self, net, batch=None, training=None, y_pred=None, **kwargs):
+        if training != self.on_train:
+            return
+        y = to_tensor(batch[1], device=y_pred.device)
+        labels = (y[:, -1] if y.dim() == y_pred.dim() else y).long()
+        labeled = labels >= 0
+        self.correct_ += int((y_pred.argmax(dim=1)[labeled] == labels[labeled]).sum())
+        self.total_ += int(labeled.sum())
+
+    def on_epoch_end(self, net, **kwargs):
+        accuracy = self.correct_ / self.total_ if self.total_ else float("nan")
+        net.history.record(self.name, accuracy)
 
 
 class EpochProgressBar(Callback):
@@ -192,21 +217,10 @@ def make_net(
     """
     callbacks: list = [
         ("stop_on_non_finite_loss", StopOnNonFiniteLoss()),
-        (
-            "train_acc",
-            EpochScoring(
-                epoch_accuracy,
-                name="train_acc",
-                on_train=True,
-                lower_is_better=False,
-                use_caching=True,
-            ),
-        ),
+        ("train_acc", BatchAccuracy("train_acc", on_train=True)),
     ]
     if valid_data is not None:
-        callbacks.append(
-            ("valid_acc", EpochScoring(epoch_accuracy, name="valid_acc", lower_is_better=False))
-        )
+        callbacks.append(("valid_acc", BatchAccuracy("valid_acc", on_train=False)))
         if config.early_stopping is not None:
             callbacks.append(
                 (
