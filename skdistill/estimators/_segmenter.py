@@ -18,7 +18,7 @@ from ..architectures.segmentation import (
 )
 from ..metrics import mean_iou
 from ..utils.device import draw_seed
-from ..utils.validation import input_ndim
+from ..utils.validation import check_label_volumes, input_ndim
 from ._base import TRAINING_PARAMETER_CONSTRAINTS, BaseVolumeEstimator, _argmax_over_classes
 from ._teacher import TeacherMixin, distillation_targets, teacher_log_proba
 
@@ -181,20 +181,7 @@ def check_masks(y, n_samples: int, input_shape: tuple[int, ...]) -> np.ndarray:
     input_shape : tuple of int
         Shape ``(D, H, W)`` of the volumes.
     """
-    masks = np.asarray(y)
-    if masks.ndim == 5 and masks.shape[1] == 1:
-        masks = masks[:, 0]
-    if masks.ndim != 4 or masks.shape[1:] != tuple(input_shape) or len(masks) != n_samples:
-        raise ValueError(
-            f"y has shape {masks.shape} but the volumes X have shape "
-            f"{(n_samples, *input_shape)}; pass one label volume per volume, of the same shape."
-        )
-    if masks.dtype.kind not in "iub":
-        if masks.dtype.kind != "f" or not np.all(np.isfinite(masks)):
-            raise ValueError(f"y must hold integer labels; got dtype {masks.dtype}.")
-        if not np.all(masks == np.round(masks)):
-            raise ValueError("y must hold integer labels; it has non-integer values.")
-    masks = masks.astype(np.int64)
+    masks = check_label_volumes(y, (n_samples, *input_shape), name="y").astype(np.int64)
     if masks.min() < 0:
         raise ValueError(
             f"y holds the negative label {masks.min()}; labels are 0 (background) to n_classes - 1."
@@ -476,7 +463,3 @@ validation_fraction, device, precision, inference_precision, random_state, verbo
 
     def _default_teacher(self, **params) -> Cnn3DSegmenter:
         return Cnn3DSegmenter(n_classes=self.n_classes, **params)
-
-    def _check_frozen_teacher(self, teacher) -> None:
-        # Checked on the teacher's output in fit, which works for any teacher.
-        return None

@@ -51,9 +51,12 @@ class TeacherMixin:
     """Fit (or reuse a frozen) teacher, record its size and score, drop it from pickles.
 
     The estimator defines ``teacher``, ``memory``, ``random_state``, ``device``,
-    ``precision``, ``inference_precision``, ``verbose``, and the hooks
-    ``_default_teacher(**params)`` and ``_check_frozen_teacher(teacher)``.
+    ``precision``, ``inference_precision``, ``verbose``, the hook
+    ``_default_teacher(**params)`` and, optionally, ``_check_frozen_teacher(teacher)``.
     """
+
+    def _check_frozen_teacher(self, teacher) -> None:
+        """Raise if a frozen (already fitted) teacher does not fit this data; no check here."""
 
     def _fitted_teacher(self, X, y, rows: np.ndarray):
         """The fitted teacher: a frozen one as is, otherwise a clone fitted on ``rows``."""

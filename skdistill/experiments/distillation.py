@@ -255,7 +255,9 @@ def run_distillation_experiment(
 
     teacher = _fit(("teacher", "hard"), Cnn3DClassifier(arch="dsrf3d_v2", **teacher_parameters),
                    X, y, result, log)  # fmt: skip
-    result.models.append(_measure("dsrf3d_v2", {"hard": teacher}, X_test, y_test, result))
+    result.models.append(
+        _measure("dsrf3d_v2", "teacher", {"hard": teacher}, X_test, y_test, result)
+    )
     frozen = FrozenEstimator(teacher)
     for student in setting.students:
         fitted = {
@@ -265,7 +267,7 @@ def run_distillation_experiment(
                 frozen, student_arch=student, temperature=setting.temperature, **common,
             ), X, y, result, log),
         }  # fmt: skip
-        result.models.append(_measure(student, fitted, X_test, y_test, result))
+        result.models.append(_measure(student, student, fitted, X_test, y_test, result))
     return result
 
 
@@ -281,7 +283,11 @@ def _fit(key: tuple[str, str], estimator, X, y, result: DistillationResult, log)
     return estimator
 
 
-def _measure(name: str, fitted: dict, X_test, y_test, result: DistillationResult) -> ModelResult:
+def _measure(
+    name: str, key: str, fitted: dict, X_test, y_test, result: DistillationResult
+) -> ModelResult:
+    """Test accuracy of each fitted variant; size and test time of the network (``name``),
+    whose fits are recorded under ``(key, "hard" | "soft")``."""
     accuracy = {how: float(model.score(X_test, y_test)) for how, model in fitted.items()}
     model = next(iter(fitted.values()))
     model.predict(X_test[:8])  # warm-up: first calls pay one-off allocation costs
@@ -294,13 +300,6 @@ def _measure(name: str, fitted: dict, X_test, y_test, result: DistillationResult
         accuracy_hard=accuracy["hard"],
         accuracy_soft=accuracy.get("soft"),
         test_seconds=seconds,
-        fit_seconds={
-            how: result.fit_seconds[(key, how)] for how, key in _keys(name, fitted).items()
-        },
+        fit_seconds={how: result.fit_seconds[(key, how)] for how in fitted},
         epochs={how: model.n_iter_ for how, model in fitted.items()},
     )
-
-
-def _keys(name: str, fitted: dict) -> dict:
-    owner = "teacher" if name == "dsrf3d_v2" else name
-    return {how: owner for how in fitted}

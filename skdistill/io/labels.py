@@ -20,6 +20,7 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 
+from ..utils.validation import check_label_volumes
 from ._lazy import LazyVolumes
 from .mrc import MrcInfo, read_header
 from .stack import SubtomogramStack
@@ -68,29 +69,9 @@ def check_masks(masks, shape: tuple[int, ...]) -> np.ndarray:
         If the shape differs from ``shape``, a value is not a whole number, or a value falls
         outside the int16 range.
     """
-    masks = np.asarray(masks)
-    if masks.ndim == 5 and masks.shape[1] == 1:
-        masks = masks[:, 0]
-    shape = tuple(shape)
-    if masks.shape != shape:
-        raise ValueError(
-            f"masks has shape {masks.shape} but X holds subtomograms of shape {shape}; pass "
-            f"one label volume per subtomogram, of shape {shape}."
-        )
+    masks = check_label_volumes(masks, shape, name="masks")
     if masks.dtype.kind == "b":
         return masks.astype(np.int8)
-    if masks.dtype.kind not in "iuf":
-        raise ValueError(
-            f"masks must hold integer labels, got dtype {masks.dtype}. Pass an integer array."
-        )
-    if masks.dtype.kind == "f":
-        whole = np.isfinite(masks) & (masks == np.round(masks))
-        if not whole.all():
-            first = tuple(int(i) for i in np.argwhere(~whole)[0])
-            raise ValueError(
-                f"masks must hold integer labels, but masks[{first}] is {masks[first]}. "
-                "Threshold or round the label volumes first (e.g. masks.astype(np.int8))."
-            )
     low, high = masks.min(), masks.max()
     if low < _INT16.min or high > _INT16.max:
         raise ValueError(

@@ -14,6 +14,7 @@ from sklearn.utils.validation import (
 
 __all__ = [
     "UNLABELED",
+    "check_label_volumes",
     "check_labels",
     "check_n_classes",
     "input_ndim",
@@ -156,3 +157,48 @@ def check_n_classes(classes: np.ndarray) -> None:
             "A classifier needs at least 2 classes in y, but y has only one class: "
             f"{classes.tolist()}. Add samples of other classes."
         )
+
+
+def check_label_volumes(masks, shape: tuple[int, ...], *, name: str = "masks") -> np.ndarray:
+    """Check integer label volumes against the volumes they label.
+
+    Shared by the segmenters (``y``) and :func:`~skdistill.io.write_subtomograms`
+    (``masks``); each adds its own range rules.
+
+    Parameters
+    ----------
+    masks : array-like of shape (n, D, H, W) or (n, 1, D, H, W)
+        Integer labels; booleans, and floats holding whole numbers, are accepted.
+    shape : tuple of int
+        ``(n, D, H, W)`` of the labelled volumes.
+    name : str, default="masks"
+        The argument's name, for error messages.
+
+    Returns
+    -------
+    ndarray of shape (n, D, H, W)
+        ``masks`` with the channel axis dropped, its dtype unchanged (the caller picks the
+        integer type once its own range rules hold).
+    """
+    masks = np.asarray(masks)
+    if masks.ndim == 5 and masks.shape[1] == 1:
+        masks = masks[:, 0]
+    shape = tuple(shape)
+    if masks.shape != shape:
+        raise ValueError(
+            f"{name} has shape {masks.shape} but X holds subtomograms of shape {shape}; pass "
+            f"one label volume per subtomogram, of shape {shape}."
+        )
+    if masks.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{name} must hold integer labels, got dtype {masks.dtype}. Pass an integer array."
+        )
+    if masks.dtype.kind == "f":
+        whole = np.isfinite(masks) & (masks == np.round(masks))
+        if not whole.all():
+            first = tuple(int(i) for i in np.argwhere(~whole)[0])
+            raise ValueError(
+                f"{name} must hold integer labels, but {name}[{first}] is {masks[first]}. "
+                f"Threshold or round the label volumes first (e.g. {name}.astype(np.int8))."
+            )
+    return masks
