@@ -1,9 +1,17 @@
-"""Segmentation metrics: mean intersection over union, as a function and a scorer."""
+"""Segmentation metrics: mean intersection over union, as a function and a scorer.
+
+Importing :mod:`skdistill` registers the scorer under the name ``"mean_iou"``, so that
+``GridSearchCV(..., scoring="mean_iou")``, ``cross_val_score(..., scoring="mean_iou")`` and
+:func:`sklearn.metrics.get_scorer` accept it like a built-in name (see
+:func:`skdistill.utils.scorer_names.register_scorer_name` for how, and its limits).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 from sklearn.metrics import jaccard_score, make_scorer
+
+from .utils.scorer_names import register_scorer_name
 
 __all__ = ["mean_iou", "mean_iou_scorer"]
 
@@ -52,8 +60,9 @@ def mean_iou(y_true, y_pred, *, labels=None) -> float:
     )
 
 
-#: Scorer for searches: ``GridSearchCV(..., scoring=mean_iou_scorer)``. The segmenters'
-#: ``score`` is already the mean IoU, so ``scoring=None`` ranks candidates the same way. A
-#: string name is not possible: scikit-learn fixes its accepted scoring names when it is
-#: imported and offers no public registry.
+#: Scorer for searches: ``GridSearchCV(..., scoring=mean_iou_scorer)`` or, equivalently,
+#: ``scoring="mean_iou"``. The segmenters' ``score`` is already the mean IoU, so
+#: ``scoring=None`` ranks candidates the same way.
 mean_iou_scorer = make_scorer(mean_iou)
+
+register_scorer_name("mean_iou", mean_iou_scorer)
