@@ -92,3 +92,24 @@ def test_scoring_string_works_whatever_the_import_order(order):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[0.0, 1.0]"  # fold 1: all wrong; fold 2: all right
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("labels", [None, [0, 1, 2], [1, 3], [0, 1, 2, 3, 4]])
+def test_mask_path_equals_sklearn_jaccard(seed, labels):
+    from sklearn.metrics import jaccard_score
+
+    rng = np.random.default_rng(seed)
+    y_true = rng.integers(0, 3 + seed % 2, size=(3, 5, 5, 5))
+    y_pred = rng.integers(0, 3, size=(3, 5, 5, 5)).astype(np.int8)
+    expected = jaccard_score(
+        y_true.ravel(), y_pred.ravel(), labels=labels, average="macro", zero_division=0.0
+    )
+    assert mean_iou(y_true, y_pred, labels=labels) == pytest.approx(expected, abs=1e-12)
+
+
+def test_non_mask_labels_fall_back_to_sklearn():
+    y_true = np.array(["a", "a", "b", "b"])
+    y_pred = np.array(["a", "b", "b", "b"])
+    assert mean_iou(y_true, y_pred) == pytest.approx((0.5 + 2 / 3) / 2)
+    assert mean_iou(np.array([-1, 1]), np.array([-1, -1])) == pytest.approx(0.25)
