@@ -211,3 +211,18 @@ def test_training_scores_take_the_argmax_over_classes(fitted, data):
     fitted.set_params(inference_precision="fp32")
     np.testing.assert_allclose(raw, fitted._predict_logits(X_test), rtol=1e-4, atol=1e-5)
     fitted.set_params(inference_precision="auto")
+
+
+def test_inference_batches_are_counted_in_voxels(fitted, data):
+    from skdistill.estimators._segmenter import SEGMENTATION_INFERENCE_VOXELS
+
+    _, _, X_test, _ = data
+    per_batch = max(1, SEGMENTATION_INFERENCE_VOXELS["cpu"] // SIZE**3)
+    sizes = []
+    hook = fitted.net_.module_.register_forward_pre_hook(lambda m, a: sizes.append(len(a[0])))
+    try:
+        X = np.concatenate([X_test] * (per_batch // len(X_test) + 1))[: per_batch + 1]
+        fitted.predict(X)
+    finally:
+        hook.remove()
+    assert sizes == [per_batch, 1]

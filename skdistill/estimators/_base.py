@@ -182,7 +182,7 @@ class BaseVolumeEstimator(BaseEstimator, metaclass=ABCMeta):
         :class:`~skdistill.io.SubtomogramStack`) is read and validated one batch at a time,
         so prediction memory does not grow with the number of volumes.
         """
-        batch_size = INFERENCE_BATCH_SIZE.get(torch.device(self.device_).type, 64)
+        batch_size = self._inference_batch_size()
         if hasattr(X, "iter_batches"):
             if len(X) == 0:
                 raise ValueError(f"{type(X).__name__} holds no volumes; nothing to predict.")
@@ -192,6 +192,10 @@ class BaseVolumeEstimator(BaseEstimator, metaclass=ABCMeta):
         X = validate_volumes(self, X, reset=False)
         for start in range(0, len(X), batch_size):
             yield X[start : start + batch_size]
+
+    def _inference_batch_size(self) -> int:
+        """Volumes per forward pass at prediction time on the fitted device."""
+        return INFERENCE_BATCH_SIZE.get(torch.device(self.device_).type, 64)
 
     # -- scikit-learn tags and pickling ------------------------------------------------
     def __sklearn_tags__(self):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from numbers import Integral, Real
 
 import numpy as np
+import torch
 from scipy.special import log_softmax, softmax
 from sklearn.base import _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
@@ -36,6 +38,14 @@ SEGMENTER_CONSTRAINTS: dict = {
     "last_filters": [Interval(Integral, 1, None, closed="left"), None],
     "class_weight": [StrOptions({"balanced"}), None],
 }
+
+#: Voxels per forward pass at prediction time, by device type. Segmentation nets keep
+#: full-resolution feature maps up to their last layer, so their batches are counted in
+#: voxels: on CPU 4 volumes of 40³, where small batches stay in cache and run faster than the
+#: classifiers' 64 (``benchmarks/bench_segmentation_inference.py``, results in
+#: ``docs/benchmarks/segmentation_inference.md``); on CUDA a conservative setting for 16 GB
+#: cards, not measured here.
+SEGMENTATION_INFERENCE_VOXELS = {"cpu": 4 * 40**3, "cuda": 128 * 40**3}
 
 SEGMENTATION_ARCH = [StrOptions(set(list_segmentation_architectures())), callable]
 
@@ -84,6 +94,13 @@ class _BaseSegmenter(BaseVolumeEstimator):
         weights = np.ones(self.n_classes_)
         weights[present] = compute_class_weight("balanced", classes=present, y=masks.ravel())
         return weights
+
+    def _inference_batch_size(self) -> int:
+        device_type = torch.device(self.device_).type
+        voxels = SEGMENTATION_INFERENCE_VOXELS.get(
+            device_type, SEGMENTATION_INFERENCE_VOXELS["cpu"]
+        )
+        return max(1, voxels // math.prod(self.input_shape_))
 
     def predict_proba(self, X) -> np.ndarray:
         """Per-voxel class probabilities.

@@ -89,7 +89,7 @@ def _validate_nd(estimator: BaseEstimator, X, *, reset: bool) -> np.ndarray:
         if len(set(volume_shape)) != 1 and volume_shape[1:] != (1, 1):
             raise ValueError(
                 f"Volumes must be cubic, got shape {volume_shape}. Crop or pad the "
-                f"subtomograms to a common cubic box. {_SHAPES_HELP}"
+                "subtomograms to a common cubic box (D == H == W)."
             )
     elif volume_shape != estimator.input_shape_ or X.shape[1] != estimator.n_channels_:
         _raise_shape_mismatch(
