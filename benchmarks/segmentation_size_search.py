@@ -3,8 +3,9 @@
 1. ``GridSearchCV`` over the U-Net knobs (``base_filters``, ``filter_multiplier``, ``levels``,
    ``last_filters``) with 3-fold mean IoU, plus SSN3D as a reference: mean IoU against
    parameter count, Pareto front marked (seed 003's experiment on our data).
-2. Distillation: a small U-Net trained on hard masks versus the same U-Net distilled (T=5,
-   per-voxel KL) from a large U-Net teacher, equal epochs, scored on a held-out test set.
+2. Distillation: two small U-Nets, each trained on hard masks (balanced class weights) and
+   distilled (T=5, per-voxel KL) from a large U-Net teacher without and with balanced class
+   weights, at equal epochs, over three student seeds, scored on a held-out test set.
 
 Writes ``docs/benchmarks/segmentation_size_search.md``, ``.json`` and ``.png``.
 Run ``python3 benchmarks/segmentation_size_search.py`` (a few minutes on 2 CPU cores).
@@ -31,13 +32,30 @@ GRID = [
     {"arch": ["ssn3d"]},
 ]  # fmt: skip
 TEACHER = {"base_filters": 16, "levels": 3, "last_filters": 16}
-STUDENT = {"base_filters": 2, "levels": 2, "last_filters": 2}
+STUDENTS = (
+    {"base_filters": 2, "levels": 2, "last_filters": 2},
+    {"base_filters": 4, "levels": 2, "last_filters": 4},
+)
+STUDENT_SEEDS = (0, 1, 2)
 
 
 def parameters(candidate: dict, size: int) -> int:
     options = {k: v for k, v in candidate.items() if k != "arch"}
     network = build_segmentation_network(candidate["arch"], 2, (size,) * 3, **options)
     return count_parameters(network)
+
+
+def student_variants(teacher, student: dict, training: dict, seed: int) -> dict:
+    """The same small U-Net trained on hard masks and distilled from ``teacher``."""
+    common = {**student, **training, "random_state": seed}
+    frozen = FrozenEstimator(teacher)
+    return {
+        "hard masks, balanced": Cnn3DSegmenter("unet", class_weight="balanced", **common),
+        "distilled T=5": DistilledSegmenter(frozen, "unet", temperature=5.0, **common),
+        "distilled T=5, balanced": DistilledSegmenter(
+            frozen, "unet", temperature=5.0, class_weight="balanced", **common
+        ),
+    }
 
 
 def pareto_front(params: np.ndarray, scores: np.ndarray) -> list[int]:
@@ -78,15 +96,16 @@ def main() -> None:
 
     teacher = Cnn3DSegmenter("unet", **TEACHER, class_weight="balanced", **training)
     teacher.fit(X_train, y_train)
-    hard = Cnn3DSegmenter("unet", **STUDENT, class_weight="balanced", **training)
-    hard.fit(X_train, y_train)
-    soft = DistilledSegmenter(FrozenEstimator(teacher), student_arch="unet", temperature=5.0,
-                              **STUDENT, **training).fit(X_train, y_train)  # fmt: skip
     distillation = {
-        "teacher": {"params": teacher.n_parameters_, "test_iou": teacher.score(X_test, y_test)},
-        "student_hard": {"params": hard.n_parameters_, "test_iou": hard.score(X_test, y_test)},
-        "student_soft": {"params": soft.n_parameters_, "test_iou": soft.score(X_test, y_test)},
+        "teacher": {"params": teacher.n_parameters_, "test_iou": [teacher.score(X_test, y_test)]}
     }
+    for student in STUDENTS:
+        for seed in STUDENT_SEEDS:
+            for variant, model in student_variants(teacher, student, training, seed).items():
+                row = distillation.setdefault(f"student {student}: {variant}", {"test_iou": []})
+                model.fit(X_train, y_train)
+                row["params"] = model.n_parameters_
+                row["test_iou"].append(model.score(X_test, y_test))
     minutes = (time.perf_counter() - start) / 60
 
     rows = [
@@ -110,12 +129,13 @@ def main() -> None:
         "|---|---|---:|---:|---:|",
         *rows,
         "",
-        f"## Distillation (test mean IoU, equal epochs; teacher U-Net {TEACHER}, "
-        f"student U-Net {STUDENT})",
+        f"## Distillation (test mean IoU, equal epochs; teacher U-Net {TEACHER}; students: "
+        f"mean ± std over seeds {STUDENT_SEEDS})",
         "",
-        "| model | parameters | test mean IoU |",
-        "|---|---:|---:|",
-        *(f"| {name} | {row['params']:,} | {row['test_iou']:.3f} |"
+        "| model | parameters | test mean IoU | per seed |",
+        "|---|---:|---:|---|",
+        *(f"| {name} | {row['params']:,} | {np.mean(row['test_iou']):.3f} ± "
+          f"{np.std(row['test_iou']):.3f} | {', '.join(f'{v:.3f}' for v in row['test_iou'])} |"
           for name, row in distillation.items()),
         "",
         "Machine:",
@@ -147,7 +167,9 @@ def main() -> None:
     ax.scatter(params, scores, label="candidates")
     ax.plot(params[front], scores[front], "o-", color="tab:red", label="Pareto front")
     for name, row in distillation.items():
-        ax.scatter([row["params"]], [row["test_iou"]], marker="x", s=60, label=f"{name} (test)")
+        ax.scatter(
+            [row["params"]], [np.mean(row["test_iou"])], marker="x", s=60, label=f"{name} (test)"
+        )
     ax.set_xscale("log")
     ax.set_xlabel("parameters")
     ax.set_ylabel("mean IoU")

@@ -16,6 +16,7 @@ def distillation_loss(
     *,
     temperature: float = 5.0,
     alpha: float = 0.0,
+    class_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Soft-label distillation loss with an optional hard-label term.
 
@@ -36,6 +37,10 @@ def distillation_loss(
         Softmax temperature ``T``.
     alpha : float, default=0.0
         Weight of the hard-label cross-entropy term (the paper uses 0).
+    class_weight : torch.Tensor of shape (n_classes,), default=None
+        Weight of each row (voxel) by its hard label's class, in both terms: the KL term
+        becomes the weighted mean ``sum(w * KL) / sum(w)`` (unlabeled rows weigh 1) and the
+        cross-entropy uses ``weight=class_weight``. ``None``: all rows weigh the same.
 
     Returns
     -------
@@ -47,11 +52,19 @@ def distillation_loss(
     # KL summed over classes (dim 1), then averaged over rows and, for voxel-wise outputs,
     # over voxels: for (n, K) logits this is PyTorch's "batchmean".
     divergence = F.kl_div(log_student, teacher_probs.float(), reduction="none").sum(dim=1)
-    loss = divergence.mean() * temperature**2
+    if class_weight is None or hard_labels is None:
+        loss = divergence.mean() * temperature**2
+    else:
+        class_weight = class_weight.to(device=divergence.device, dtype=divergence.dtype)
+        labels = hard_labels.long()
+        weights = torch.where(labels >= 0, class_weight[labels.clamp(min=0)], 1.0)
+        loss = (weights * divergence).sum() / weights.sum() * temperature**2
     if alpha > 0 and hard_labels is not None:
         labeled = hard_labels >= 0
         if bool(labeled.any()):
-            hard = F.cross_entropy(student_logits, hard_labels.long(), ignore_index=-1)
+            hard = F.cross_entropy(
+                student_logits, hard_labels.long(), weight=class_weight, ignore_index=-1
+            )
             loss = loss + alpha * hard
     return loss
 
@@ -65,12 +78,20 @@ class DistillationLoss(nn.Module):
         Softmax temperature ``T``.
     alpha : float, default=0.0
         Weight of the hard-label cross-entropy term.
+    class_weight : torch.Tensor of shape (n_classes,), default=None
+        Per-class weights of the rows (voxels); see :func:`distillation_loss`.
     """
 
-    def __init__(self, temperature: float = 5.0, alpha: float = 0.0) -> None:
+    def __init__(
+        self,
+        temperature: float = 5.0,
+        alpha: float = 0.0,
+        class_weight: torch.Tensor | None = None,
+    ) -> None:
         super().__init__()
         self.temperature = temperature
         self.alpha = alpha
+        self.class_weight = class_weight
 
     def forward(
         self,
@@ -85,4 +106,5 @@ class DistillationLoss(nn.Module):
             hard_labels,
             temperature=self.temperature,
             alpha=self.alpha,
+            class_weight=self.class_weight,
         )

@@ -168,6 +168,42 @@ def test_voxel_distillation_loss_averages_over_voxels(seed):
     torch.testing.assert_close(voxels, rows)
 
 
+def test_class_weighted_distillation_loss_is_a_weighted_voxel_mean(seed):
+    generator = torch.Generator().manual_seed(seed)
+    student = torch.randn(2, 3, 4, 4, 4, generator=generator)
+    teacher = torch.softmax(torch.randn(2, 3, 4, 4, 4, generator=generator), dim=1)
+    labels = torch.randint(0, 3, (2, 4, 4, 4), generator=generator)
+    labels[0, 0, 0, 0] = -1  # unlabeled voxels weigh 1
+    class_weight = torch.tensor([0.5, 2.0, 4.0])
+    uniform = distillation_loss(student, teacher, labels, temperature=2.0)
+    assert distillation_loss(
+        student, teacher, labels, temperature=2.0, class_weight=torch.ones(3)
+    ) == pytest.approx(float(uniform))
+    kl = torch.nn.functional.kl_div(
+        torch.log_softmax(student / 2.0, dim=1), teacher, reduction="none"
+    ).sum(dim=1)
+    w = torch.where(labels >= 0, class_weight[labels.clamp(min=0)], 1.0)
+    expected = 4.0 * (w * kl).sum() / w.sum()
+    ce = torch.nn.functional.cross_entropy(student, labels, weight=class_weight, ignore_index=-1)
+    weighted = distillation_loss(
+        student, teacher, labels, temperature=2.0, alpha=0.5, class_weight=class_weight
+    )
+    torch.testing.assert_close(weighted, expected + 0.5 * ce)
+
+
+def test_balanced_distilled_segmenter_weights_voxels_by_class(fitted, data):
+    X, y, _, _ = data
+    student = DistilledSegmenter(
+        FrozenEstimator(fitted), student_arch="unet", base_filters=2, levels=2, last_filters=2,
+        class_weight="balanced", **{**FIT, "max_epochs": 1}, random_state=0,
+    ).fit(X[:8], y[:8])  # fmt: skip
+    foreground = y[:8].mean()
+    expected = [0.5 / (1 - foreground), 0.5 / foreground]
+    np.testing.assert_allclose(student.class_weight_, expected, rtol=1e-6)
+    weight = student.net_.criterion_.class_weight
+    np.testing.assert_allclose(weight.cpu().numpy(), expected, rtol=1e-6)
+
+
 def test_distilled_unet_from_a_frozen_teacher(fitted, data):
     X, y, X_test, _ = data
     weights = {k: v.clone() for k, v in fitted.net_.module_.state_dict().items()}

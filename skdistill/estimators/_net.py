@@ -213,7 +213,8 @@ def make_net(
     seed : int, default=0
         Seed of the training data loader's shuffling.
     class_weight : ndarray of shape (n_classes,), default=None
-        Per-class weights of the cross-entropy (hard labels only).
+        Per-class weights of the rows (voxels) by their hard label, in the cross-entropy or
+        the distillation loss.
     """
     callbacks: list = [
         ("stop_on_non_finite_loss", StopOnNonFiniteLoss()),
@@ -246,14 +247,14 @@ def make_net(
         )
     if distillation is None:
         net_class, criterion, criterion_params = TrainingNet, nn.CrossEntropyLoss, {}
-        if class_weight is not None:
-            criterion_params["criterion__weight"] = torch.as_tensor(
-                class_weight, dtype=torch.float32
-            )
+        weight_parameter = "criterion__weight"
     else:
         temperature, alpha = distillation
         net_class, criterion = DistillationNet, DistillationLoss
         criterion_params = {"criterion__temperature": temperature, "criterion__alpha": alpha}
+        weight_parameter = "criterion__class_weight"
+    if class_weight is not None:
+        criterion_params[weight_parameter] = torch.as_tensor(class_weight, dtype=torch.float32)
     return net_class(
         module=module,
         criterion=criterion,

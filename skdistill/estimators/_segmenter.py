@@ -364,10 +364,16 @@ class DistilledSegmenter(TeacherMixin, _BaseSegmenter):
 batch_size, lr, optimizer, momentum, nesterov, lr_decay, early_stopping, \
 validation_fraction, device, precision, inference_precision, random_state, verbose
         As in :class:`Cnn3DSegmenter`.
+    class_weight : "balanced" or None, default=None
+        ``"balanced"`` weights every voxel's KL (and cross-entropy) term by the inverse
+        frequency of its true class, computed on each fit's masks: without it a small student
+        can minimise the voxel-averaged loss by predicting background everywhere when the
+        target fills a few percent of the box. A default teacher is trained with the same
+        setting.
 
     Attributes
     ----------
-    n_classes_, classes_, net_, history_, n_parameters_
+    n_classes_, classes_, class_weight_, net_, history_, n_parameters_
         As in :class:`Cnn3DSegmenter`.
     teacher_n_parameters_ : int or None
         Parameters of the teacher.
@@ -384,7 +390,7 @@ validation_fraction, device, precision, inference_precision, random_state, verbo
         "temperature": [Interval(Real, 0, None, closed="neither")],
         "alpha": [Interval(Real, 0, 1, closed="both")],
         "memory": [None, str, HasMethods(["cache"])],
-        **{k: v for k, v in SEGMENTER_CONSTRAINTS.items() if k != "class_weight"},
+        **SEGMENTER_CONSTRAINTS,
     }
 
     def __init__(
@@ -400,6 +406,7 @@ validation_fraction, device, precision, inference_precision, random_state, verbo
         filter_multiplier=None,
         levels=None,
         last_filters=None,
+        class_weight=None,
         max_epochs=150,
         batch_size=128,
         lr=1e-3,
@@ -425,6 +432,7 @@ validation_fraction, device, precision, inference_precision, random_state, verbo
         self.filter_multiplier = filter_multiplier
         self.levels = levels
         self.last_filters = last_filters
+        self.class_weight = class_weight
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -468,15 +476,17 @@ validation_fraction, device, precision, inference_precision, random_state, verbo
                 f"{self.input_shape_}; fit the teacher on the same classes or pass n_classes."
             )
         targets = distillation_targets(log_proba, masks.astype(np.float32), self.temperature)
+        self.class_weight_ = self._class_weights(masks)
         self._train(
             X,
             targets,
             stratify=np.zeros(len(X)),
             seed=draw_seed(self.random_state),
             distillation=(float(self.temperature), float(self.alpha)),
+            class_weight=self.class_weight_,
         )
         self._record_teacher(teacher)
         return self
 
     def _default_teacher(self, **params) -> Cnn3DSegmenter:
-        return Cnn3DSegmenter(n_classes=self.n_classes, **params)
+        return Cnn3DSegmenter(n_classes=self.n_classes, class_weight=self.class_weight, **params)
