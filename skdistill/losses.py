@@ -91,7 +91,8 @@ class DistillationLoss(nn.Module):
         super().__init__()
         self.temperature = temperature
         self.alpha = alpha
-        self.class_weight = class_weight
+        # A buffer, as CrossEntropyLoss's weight: it moves with the criterion to the device.
+        self.register_buffer("class_weight", class_weight)
 
     def forward(
         self,

@@ -56,8 +56,9 @@ def mean_iou(y_true, y_pred, *, labels=None) -> float:
             f"y_true has shape {y_true.shape} but y_pred has shape {y_pred.shape}; mean IoU "
             "compares label volumes voxel by voxel, so the shapes must be equal."
         )
-    if _are_mask_labels(y_true, y_pred, labels):
-        return _mean_iou_of_masks(y_true.ravel(), y_pred.ravel(), labels)
+    n_labels = _mask_label_count(y_true, y_pred, labels)
+    if n_labels is not None:
+        return _mean_iou_of_masks(y_true.ravel(), y_pred.ravel(), labels, n_labels)
     return float(
         jaccard_score(
             y_true.ravel(), y_pred.ravel(), labels=labels, average="macro", zero_division=0.0
@@ -69,23 +70,24 @@ def mean_iou(y_true, y_pred, *, labels=None) -> float:
 _MAX_MASK_LABEL = 1023
 
 
-def _are_mask_labels(y_true: np.ndarray, y_pred: np.ndarray, labels) -> bool:
-    """Whether all labels are integers in ``0.._MAX_MASK_LABEL`` (the segmentation case)."""
+def _mask_label_count(y_true: np.ndarray, y_pred: np.ndarray, labels) -> int | None:
+    """Largest label + 1 if all labels are integers in ``0.._MAX_MASK_LABEL``, else None."""
     arrays = [y_true, y_pred] + ([] if labels is None else [np.asarray(labels)])
-    return y_true.size > 0 and all(
-        (a.dtype == bool or np.issubdtype(a.dtype, np.integer))
-        and (a.size == 0 or 0 <= a.min() <= a.max() <= _MAX_MASK_LABEL)
-        for a in arrays
-    )
+    highest = 0
+    for a in arrays:
+        if not (a.dtype == bool or np.issubdtype(a.dtype, np.integer)):
+            return None
+        if a.size:
+            low, high = int(a.min()), int(a.max())
+            if low < 0 or high > _MAX_MASK_LABEL:
+                return None
+            highest = max(highest, high)
+    return highest + 1 if y_true.size else None
 
 
-def _mean_iou_of_masks(y_true: np.ndarray, y_pred: np.ndarray, labels) -> float:
-    highest = max(int(y_true.max()), int(y_pred.max()))
-    if labels is not None and len(labels):
-        highest = max(highest, int(np.max(labels)))
-    n = highest + 1
-    codes = y_true.astype(np.int64) * n + y_pred
-    confusion = np.bincount(codes, minlength=n * n).reshape(n, n)
+def _mean_iou_of_masks(y_true: np.ndarray, y_pred: np.ndarray, labels, n_labels: int) -> float:
+    codes = y_true.astype(np.int64) * n_labels + y_pred
+    confusion = np.bincount(codes, minlength=n_labels**2).reshape(n_labels, n_labels)
     intersection = np.diag(confusion)
     union = confusion.sum(axis=0) + confusion.sum(axis=1) - intersection
     chosen = np.flatnonzero(union) if labels is None else np.asarray(labels, dtype=np.int64)
