@@ -60,6 +60,22 @@ def test_frozen_teacher_is_not_refitted(volumes, fitted_teacher, count_teacher_f
     assert count_teacher_fits == []
 
 
+def test_a_segmenter_cannot_teach_a_classifier(volumes):
+    from skdistill import Cnn3DSegmenter
+
+    X, y = volumes
+    with pytest.raises(ValueError, match=r"needs a classifier teacher.*Cnn3DSegmenter"):
+        DistilledClassifier(Cnn3DSegmenter("unet"), student_arch="tiny", **FAST).fit(X, y)
+
+
+def test_frozen_teacher_fitted_on_another_size_is_rejected(volumes, fitted_teacher):
+    X, y = volumes
+    with pytest.raises(ValueError, match=r"fitted on volumes of shape \(8, 8, 8\).*\(6, 6, 6\)"):
+        DistilledClassifier(FrozenEstimator(fitted_teacher), student_arch="tiny", **FAST).fit(
+            X[:, :6, :6, :6], y
+        )
+
+
 def test_unfitted_teacher_is_cloned_and_fitted_on_labeled_rows(volumes, count_teacher_fits):
     X, y = volumes
     y = y.copy()

@@ -239,6 +239,21 @@ def test_frozen_teacher_with_other_classes_is_rejected(fitted, data):
         )
 
 
+def test_a_classifier_cannot_teach_a_segmenter(data):
+    from skdistill import Cnn3DClassifier
+
+    X, y, _, _ = data
+    with pytest.raises(ValueError, match=r"needs a segmenter teacher.*Cnn3DClassifier"):
+        DistilledSegmenter(Cnn3DClassifier("tiny"), **SMALL_UNET, **FIT).fit(X[:4], y[:4])
+
+
+def test_frozen_teacher_fitted_on_another_size_is_rejected(fitted, data):
+    X, y, _, _ = data
+    small_X, small_y = X[:4, :8, :8, :8], y[:4, :8, :8, :8]
+    with pytest.raises(ValueError, match=r"frozen teacher was fitted on volumes of shape \(16"):
+        DistilledSegmenter(FrozenEstimator(fitted), levels=2, **FIT).fit(small_X, small_y)
+
+
 def test_training_scores_take_the_argmax_over_classes(fitted, data):
     """skorch's default softmax runs over the last axis; the nets must output raw logits so
     that train/valid voxel accuracies use the class axis."""

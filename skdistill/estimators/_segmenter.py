@@ -53,6 +53,9 @@ SEGMENTATION_ARCH = [StrOptions(set(list_segmentation_architectures())), callabl
 class _BaseSegmenter(BaseVolumeEstimator):
     """Label volumes in, label volumes out; score is the mean IoU."""
 
+    #: Marks segmenters for the distilled estimators' teacher checks.
+    _segments_volumes = True
+
     def _knobs(self) -> dict:
         return {k: getattr(self, k) for k in UNET_KNOBS if getattr(self, k) is not None}
 
@@ -368,7 +371,7 @@ validation_fraction, device, precision, inference_precision, random_state, verbo
         ``"balanced"`` weights every voxel's KL (and cross-entropy) term by the inverse
         frequency of its true class, computed on each fit's masks: without it a small student
         can minimise the voxel-averaged loss by predicting background everywhere when the
-        target fills a few percent of the box. A default teacher is trained with the same
+        target fills a small share of the box. A default teacher is trained with the same
         setting.
 
     Attributes
@@ -384,6 +387,7 @@ validation_fraction, device, precision, inference_precision, random_state, verbo
     """
 
     _arch_parameter = "student_arch"
+    _teacher_segments = True
     _parameter_constraints: dict = {
         "teacher": [HasMethods(["fit", "predict_proba"]), None],
         "student_arch": SEGMENTATION_ARCH,

@@ -6,7 +6,7 @@ from numbers import Integral
 
 import numpy as np
 from scipy.special import softmax
-from sklearn.base import clone
+from sklearn.base import clone, is_classifier
 from sklearn.frozen import FrozenEstimator
 from sklearn.utils.validation import check_is_fitted, check_memory
 
@@ -52,8 +52,43 @@ class TeacherMixin:
 
     The estimator defines ``teacher``, ``memory``, ``random_state``, ``device``,
     ``precision``, ``inference_precision``, ``verbose``, the hook
-    ``_default_teacher(**params)`` and, optionally, ``_check_frozen_teacher(teacher)``.
+    ``_default_teacher(**params)`` and, optionally, ``_check_frozen_teacher(teacher)`` and
+    ``_teacher_segments = True`` (a segmenter teaches; a classifier by default).
     """
+
+    #: Whether the teacher must be a segmenter (per-voxel probabilities) or a classifier.
+    _teacher_segments: bool = False
+
+    def _check_teacher_kind(self, teacher) -> None:
+        """Raise if a classifier teaches a segmenter, or a segmenter a classifier."""
+        inner = teacher.estimator if isinstance(teacher, FrozenEstimator) else teacher
+        segments = getattr(inner, "_segments_volumes", False)
+        if self._teacher_segments and is_classifier(inner):
+            raise ValueError(
+                f"{type(self).__name__} needs a segmenter teacher, which predicts per-voxel "
+                f"probabilities (n, n_classes, D, H, W), such as Cnn3DSegmenter; got the "
+                f"classifier {type(inner).__name__}, which predicts one class per volume. "
+                "Use DistilledClassifier to distill a classifier."
+            )
+        if not self._teacher_segments and segments:
+            raise ValueError(
+                f"{type(self).__name__} needs a classifier teacher, which predicts one class "
+                f"per volume, such as Cnn3DClassifier; got the segmenter "
+                f"{type(inner).__name__}. Use DistilledSegmenter to distill a segmenter."
+            )
+
+    def _check_frozen_input_shape(self, fitted) -> None:
+        """Raise if a frozen teacher was fitted on volumes of another shape than ``X``."""
+        shape = getattr(fitted, "input_shape_", None)
+        channels = getattr(fitted, "n_channels_", self.n_channels_)
+        if shape is None or (tuple(shape), channels) == (self.input_shape_, self.n_channels_):
+            return
+        raise ValueError(
+            f"The frozen teacher was fitted on volumes of shape {tuple(shape)} with {channels} "
+            f"channel(s), but X holds volumes of shape {self.input_shape_} with "
+            f"{self.n_channels_} channel(s). Fit the teacher on volumes of this size, or "
+            "pass an unfitted teacher."
+        )
 
     def _check_frozen_teacher(self, teacher) -> None:
         """Raise if a frozen (already fitted) teacher does not fit this data; no check here."""
@@ -71,8 +106,10 @@ class TeacherMixin:
                 random_state=seed,
                 verbose=self.verbose,
             )
+        self._check_teacher_kind(teacher)
         if isinstance(teacher, FrozenEstimator):
             check_is_fitted(teacher.estimator)
+            self._check_frozen_input_shape(teacher.estimator)
             self._check_frozen_teacher(teacher)
             return teacher
         fit = check_memory(self.memory).cache(_fit_teacher)
