@@ -411,3 +411,18 @@ def test_bad_argument_in_a_subprocess():
     line = _assert_one_line_error(result.stderr, "--snr", "'abc'")
     assert "usage:" not in line
     assert result.stdout == ""
+
+
+def test_a_closed_stdout_ends_the_command_quietly(tmp_path):
+    from skdistill.io import write_subtomograms
+
+    write_subtomograms(tmp_path / "set", np.zeros((2, 4, 4, 4), np.float32), voxel_size=9.2)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "skdistill", "info", str(tmp_path / "set")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdout.close()  # like `| head` quitting before the command writes
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 0
+    assert err.decode().strip() == ""

@@ -63,7 +63,8 @@ def test_demo_refuses_to_overwrite_before_training(demo_run):
         timeout=120,
     )
     assert result.returncode == 1
-    assert "already exists" in result.stderr and "Traceback" not in result.stderr
+    assert "already holds" in result.stderr and "--overwrite" in result.stderr
+    assert "Traceback" not in result.stderr
     assert "fitted" not in result.stdout
     assert (out / "table.md").read_bytes() == before
 

@@ -159,3 +159,21 @@ def test_memory_caches_the_default_teacher(tmp_path, count_teacher_fits):
     student.fit(X, y)
     student.set_params(temperature=2.0).fit(X, y)
     assert len(count_teacher_fits) == 1
+
+
+def test_string_labels_with_integer_minus_one_as_unlabeled(volumes, fitted_teacher):
+    X, y = volumes
+    names = np.array(["ribosome", "proteasome", "tric"], dtype=object)[y]
+    names[:10] = -1
+    student = DistilledClassifier(_teacher(), student_arch="tiny", random_state=0, **FAST)
+    student.fit(X, names)
+    assert sorted(student.classes_) == ["proteasome", "ribosome", "tric"]
+    assert student.n_labeled_ == len(y) - 10
+    assert set(student.predict(X)) <= set(student.classes_)
+
+
+def test_the_string_minus_one_is_refused_with_a_fix(volumes):
+    X, y = volumes
+    names = np.array(["a", "b", "-1"])[y]
+    with pytest.raises(ValueError, match=r"string '-1'.*astype\(object\)"):
+        DistilledClassifier(_teacher(), student_arch="tiny", **FAST).fit(X, names)

@@ -14,6 +14,7 @@ Each subcommand is a module with ``add_parser(subparsers)``, which adds its pars
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import NoReturn
 
@@ -89,9 +90,23 @@ def main(args: list[str] | None = None) -> int:
         return namespace.run(namespace)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader of stdout went away (`skdistill info ... | head`)
+        _silence_stdout()
+        return 0
     except (OSError, ValueError, RuntimeError) as exc:  # ValueError: also InvalidParameterError
         print(f"{_PREFIX} {_one_line(exc)}", file=sys.stderr)
         return 1
+
+
+def _silence_stdout() -> None:
+    """Point stdout at devnull, so that the interpreter's final flush cannot fail again."""
+    try:
+        fileno = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # a replaced stdout (notebooks, tests)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fileno)
+    os.close(devnull)
 
 
 def _one_line(exc: BaseException) -> str:

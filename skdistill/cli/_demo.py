@@ -9,8 +9,8 @@ from pathlib import Path
 
 from ..experiments import CPU_SETTING, PAPER_SETTING, run_distillation_experiment
 from ..experiments.report import OUTPUT_FILES, format_table, write_outputs
-from ..io._atomic import check_targets
 from ._arguments import HelpFormatter, at_least, positive_float
+from ._outputs import check_output_directory
 
 _DESCRIPTION = """\
 Reproduce Tables 1-2 of the distillation paper (Guo et al. 2018) on simulated subtomograms:
@@ -66,7 +66,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--n-test", type=at_least(1), metavar="N", help="override the test volumes")
     parser.add_argument(
-        "--epochs", type=at_least(1), metavar="N", help="override the maximum epochs"
+        "--epochs",
+        type=at_least(1),
+        metavar="N",
+        help="override the students' maximum epochs (the teacher's: --teacher-epochs)",
     )
     parser.add_argument(
         "--teacher-epochs", type=at_least(1), metavar="N", help="override the teacher's epochs"
@@ -104,7 +107,9 @@ def run(args: argparse.Namespace) -> int:
     }
     setting = setting.replace(seed=args.seed, **changes)
     # Refuse an existing output before spending minutes on training.
-    check_targets((args.out / name for name in OUTPUT_FILES), overwrite=args.overwrite)
+    check_output_directory(
+        args.out, (args.out / name for name in OUTPUT_FILES), overwrite=args.overwrite
+    )
     print(
         f"Setting: {setting.n_classes} classes, {setting.size}^3 voxels, SNR {setting.snr:g}, "
         f"{setting.n_train}/{setting.n_valid}/{setting.n_test} train/validation/test volumes, "

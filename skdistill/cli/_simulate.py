@@ -13,7 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..datasets._simulate import SimulationPlan, chunk_indices, seed_entropy, simulate_chunks
-from ..io._atomic import check_targets, write_atomically
+from ..io._atomic import write_atomically
 from ..io.mrc import write_new_volume
 from ..io.star import PARTICLES_STAR, write_particles_star
 from ..io.subtomograms import mrc_names
@@ -26,6 +26,7 @@ from ._arguments import (
     positive_float,
     snr,
 )
+from ._outputs import check_output_directory
 
 __all__ = ["StreamWriter", "add_parser", "run"]
 
@@ -163,7 +164,9 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     out: Path = args.out
     names = mrc_names(args.n)
-    _check_output(out, names, overwrite=args.overwrite)
+    check_output_directory(
+        out, [*(out / name for name in names), out / PARTICLES_STAR], overwrite=args.overwrite
+    )
     entropy = seed_entropy(args.seed)
     plan = SimulationPlan(
         n_classes=args.classes,
@@ -261,22 +264,6 @@ class StreamWriter:
             rotations=np.concatenate(self._rotations),
             shifts=np.concatenate(self._shifts),
         )
-
-
-def _check_output(out: Path, names: list[str], *, overwrite: bool) -> None:
-    """Refuse, before anything is written, to replace any file unless ``overwrite``."""
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"{out} exists and is not a directory; pass another --out.")
-    targets = [*(out / name for name in names), out / PARTICLES_STAR]
-    try:
-        check_targets(targets, overwrite=overwrite)
-    except FileExistsError:
-        existing = [target for target in targets if target.exists() or target.is_symlink()]
-        raise FileExistsError(
-            f"{out} already holds {len(existing)} of the {len(targets)} files to write "
-            f"(the first being {existing[0].name}); pass --overwrite to replace them, or "
-            "choose another --out directory."
-        ) from None
 
 
 def _simulate(

@@ -178,7 +178,7 @@ validation_fraction, device, precision, inference_precision, random_state, verbo
             The fitted student.
         """
         X_checked = self._validate_fit_inputs(X)
-        y = check_labels(y, len(X_checked))
+        y = check_labels(y, len(X_checked), allow_unlabeled=True)
         unlabeled = unlabeled_mask(y)
         if unlabeled.all():
             raise ValueError(

@@ -125,7 +125,7 @@ def _is_unlabeled(value) -> bool:
         return False
 
 
-def check_labels(y, n_samples: int) -> np.ndarray:
+def check_labels(y, n_samples: int, *, allow_unlabeled: bool = False) -> np.ndarray:
     """Check classification targets ``y`` against ``n_samples`` rows of ``X``.
 
     Parameters
@@ -134,6 +134,10 @@ def check_labels(y, n_samples: int) -> np.ndarray:
         Class labels of any type scikit-learn accepts.
     n_samples : int
         Number of rows of ``X``.
+    allow_unlabeled : bool, default=False
+        Whether ``-1`` marks unlabeled rows (scikit-learn's ``SelfTrainingClassifier``
+        convention): then only the labeled rows must be classification targets, so string
+        labels can be mixed with the integer ``-1`` in an object array.
 
     Returns
     -------
@@ -146,7 +150,16 @@ def check_labels(y, n_samples: int) -> np.ndarray:
         )
     y = column_or_1d(check_array(y, ensure_2d=False, dtype=None, input_name="y"), warn=True)
     check_consistent_length(np.empty(n_samples), y)
-    check_classification_targets(y)
+    if not allow_unlabeled:
+        check_classification_targets(y)
+        return y
+    if y.dtype.kind in "US" and np.any(y == str(UNLABELED)):
+        raise ValueError(
+            "y holds the string '-1'. Unlabeled rows are marked with the integer -1; with "
+            "string class names use an object array, e.g. y = y.astype(object); "
+            "y[y == '-1'] = -1."
+        )
+    check_classification_targets(y[~unlabeled_mask(y)])
     return y
 
 
