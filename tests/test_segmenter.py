@@ -260,7 +260,7 @@ def test_training_scores_take_the_argmax_over_classes(fitted, data):
     _, _, X_test, _ = data
     raw = fitted.net_.predict_proba(X_test[:, np.newaxis])
     fitted.set_params(inference_precision="fp32")
-    np.testing.assert_allclose(raw, fitted._predict_logits(X_test), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(raw, fitted._predict_batches(X_test), rtol=1e-4, atol=1e-5)
     fitted.set_params(inference_precision="auto")
 
 
@@ -277,3 +277,31 @@ def test_inference_batches_are_counted_in_voxels(fitted, data):
     finally:
         hook.remove()
     assert sizes == [per_batch, 1]
+
+
+def test_predict_proba_memory_is_the_result_plus_a_batch(fitted, data):
+    import tracemalloc
+
+    from scipy.special import softmax
+
+    _, _, X_test, _ = data
+    X = np.concatenate([X_test] * 13)  # 208 volumes
+    result_bytes = len(X) * 2 * SIZE**3 * 8
+    tracemalloc.start()
+    try:
+        proba = fitted.predict_proba(X)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Softmax per batch on the device, written into one float64 array: no full-size float32
+    # logits, float64 copy or softmax temporaries beside it.
+    assert peak < 1.25 * result_bytes, f"peak {peak / result_bytes:.2f}x the result"
+    fitted.set_params(inference_precision="fp32")
+    try:
+        logits = fitted._predict_batches(X).astype(np.float64)
+        np.testing.assert_allclose(
+            fitted.predict_proba(X), softmax(logits, axis=1), rtol=1e-12, atol=1e-15
+        )
+    finally:
+        fitted.set_params(inference_precision="auto")
+    assert proba.dtype == np.float64

@@ -10,7 +10,6 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from scipy.special import log_softmax, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -151,32 +150,35 @@ class BaseVolumeEstimator(BaseEstimator, metaclass=ABCMeta):
         self.net_ = net
 
     # -- prediction ------------------------------------------------------------------
-    def _predict_logits(self, X) -> np.ndarray:
-        return self._predict_batches(X, reduce=None).astype(np.float64)
-
     def _predict_batches(self, X, reduce=None) -> np.ndarray:
         """Network outputs for ``X``, batch by batch, optionally reduced on the device.
 
-        ``reduce`` maps a batch of float32 logits to what is kept (e.g. the argmax over
-        classes for ``predict``), so only that, not every logit, accumulates in memory.
+        ``reduce`` maps a batch of float32 logits to what is kept (the argmax over classes
+        for ``predict``, the softmax for ``predict_proba``), so only that accumulates, in
+        one array allocated at the first batch: the peak is the result plus a batch.
         """
         check_is_fitted(self, "net_")
         precision = self._resolve_precision(self.inference_precision)
         cuda = torch.device(self.device_).type == "cuda"
         module = self.net_.module_.to(memory_format=torch.channels_last_3d)
         module.eval()
-        outputs = []
+        n_volumes, batches = self._inference_batches(X)
+        output, start = None, 0
         with torch.inference_mode(), autocast(self.device_, precision):
-            for batch in self._inference_batches(X):
+            for batch in batches:
                 batch = torch.from_numpy(batch)
                 if cuda:
                     batch = batch.pin_memory().to(self.device_, non_blocking=True)
                 logits = module(to_channels_last(batch)).float()
-                outputs.append((logits if reduce is None else reduce(logits)).cpu().numpy())
-        return np.concatenate(outputs)
+                kept = (logits if reduce is None else reduce(logits)).cpu().numpy()
+                if output is None:
+                    output = np.empty((n_volumes, *kept.shape[1:]), dtype=kept.dtype)
+                output[start : start + len(kept)] = kept
+                start += len(kept)
+        return output
 
-    def _inference_batches(self, X) -> Iterator[np.ndarray]:
-        """Validated float32 batches ``(k, C, D, H, W)`` of ``X``.
+    def _inference_batches(self, X) -> tuple[int, Iterator[np.ndarray]]:
+        """The number of volumes in ``X`` and its validated float32 batches ``(k, C, D, H, W)``.
 
         A lazy source (anything with ``iter_batches(batch_size)``, such as
         :class:`~skdistill.io.SubtomogramStack`) is read and validated one batch at a time,
@@ -186,12 +188,10 @@ class BaseVolumeEstimator(BaseEstimator, metaclass=ABCMeta):
         if hasattr(X, "iter_batches"):
             if len(X) == 0:
                 raise ValueError(f"{type(X).__name__} holds no volumes; nothing to predict.")
-            for batch in X.iter_batches(batch_size):
-                yield validate_volumes(self, batch, reset=False)
-            return
+            batches = (validate_volumes(self, b, reset=False) for b in X.iter_batches(batch_size))
+            return len(X), batches
         X = validate_volumes(self, X, reset=False)
-        for start in range(0, len(X), batch_size):
-            yield X[start : start + batch_size]
+        return len(X), (X[start : start + batch_size] for start in range(0, len(X), batch_size))
 
     def _inference_batch_size(self) -> int:
         """Volumes per forward pass at prediction time on the fitted device."""
@@ -258,7 +258,7 @@ class BaseVolumeClassifier(ClassifierMixin, BaseVolumeEstimator):
         ndarray of shape (n_samples, n_classes)
             Rows sum to 1; columns follow ``classes_``.
         """
-        return softmax(self._predict_logits(X), axis=1)
+        return self._predict_batches(X, reduce=softmax_over_classes)
 
     def predict_log_proba(self, X) -> np.ndarray:
         """Logarithm of :meth:`predict_proba`, computed stably from the logits.
@@ -273,7 +273,7 @@ class BaseVolumeClassifier(ClassifierMixin, BaseVolumeEstimator):
         -------
         ndarray of shape (n_samples, n_classes)
         """
-        return log_softmax(self._predict_logits(X), axis=1)
+        return self._predict_batches(X, reduce=log_softmax_over_classes)
 
     def predict(self, X) -> np.ndarray:
         """Predicted class labels.
@@ -295,6 +295,16 @@ class BaseVolumeClassifier(ClassifierMixin, BaseVolumeEstimator):
 
 def _argmax_over_classes(logits: torch.Tensor) -> torch.Tensor:
     return logits.argmax(dim=1)
+
+
+def softmax_over_classes(logits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities of a batch of logits (axis 1), computed in float64."""
+    return torch.softmax(logits.double(), dim=1)
+
+
+def log_softmax_over_classes(logits: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities of a batch of logits (axis 1), computed in float64."""
+    return torch.log_softmax(logits.double(), dim=1)
 
 
 def split_train_valid(

@@ -7,7 +7,6 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from scipy.special import log_softmax, softmax
 from sklearn.base import _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
@@ -21,7 +20,13 @@ from ..architectures.segmentation import (
 from ..metrics import mean_iou
 from ..utils.device import draw_seed
 from ..utils.validation import check_label_volumes, input_ndim
-from ._base import TRAINING_PARAMETER_CONSTRAINTS, BaseVolumeEstimator, _argmax_over_classes
+from ._base import (
+    TRAINING_PARAMETER_CONSTRAINTS,
+    BaseVolumeEstimator,
+    _argmax_over_classes,
+    log_softmax_over_classes,
+    softmax_over_classes,
+)
 from ._teacher import TeacherMixin, distillation_targets, teacher_log_proba
 
 __all__ = ["Cnn3DSegmenter", "DistilledSegmenter"]
@@ -119,7 +124,7 @@ class _BaseSegmenter(BaseVolumeEstimator):
         ndarray of shape (n_samples, n_classes, D, H, W)
             Probabilities summing to 1 over axis 1.
         """
-        return softmax(self._predict_logits(X), axis=1)
+        return self._predict_batches(X, reduce=softmax_over_classes)
 
     def predict_log_proba(self, X) -> np.ndarray:
         """Logarithm of :meth:`predict_proba`.
@@ -133,7 +138,7 @@ class _BaseSegmenter(BaseVolumeEstimator):
         -------
         ndarray of shape (n_samples, n_classes, D, H, W)
         """
-        return log_softmax(self._predict_logits(X), axis=1)
+        return self._predict_batches(X, reduce=log_softmax_over_classes)
 
     def predict(self, X) -> np.ndarray:
         """Label volumes: the most probable class of every voxel.
