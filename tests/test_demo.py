@@ -88,3 +88,9 @@ def test_cpu_setting_fits_the_paper_students():
         CPU_SETTING.training_parameters()["validation_fraction"],
         CPU_SETTING.n_valid / (CPU_SETTING.n_train + CPU_SETTING.n_valid),
     )
+
+
+@pytest.mark.parametrize("field", ["n_train", "n_valid"])
+def test_setting_needs_a_volume_of_every_class_for_training_and_validation(field):
+    with pytest.raises(ValueError, match=rf"{field}=2 is smaller than n_classes=3"):
+        CPU_SETTING.replace(n_classes=3, **{field: 2})

@@ -64,6 +64,16 @@ class DistillationSetting:
     tilt_range: tuple[float, float] = (-60.0, 60.0)
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for name in ("n_train", "n_valid"):
+            if getattr(self, name) < self.n_classes:
+                raise ValueError(
+                    f"{name}={getattr(self, name)} is smaller than n_classes={self.n_classes}: "
+                    f"some classes would have no {name[2:]} volume (classes are simulated in "
+                    f"turn). Use at least {self.n_classes} {name[2:]} volumes, or fewer "
+                    "classes."
+                )
+
     def replace(self, **changes) -> DistillationSetting:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
