@@ -247,7 +247,7 @@ validation_fraction, device, precision, inference_precision, random_state, verbo
     ----------
     n_classes_ : int
         Number of classes.
-    classes_ : ndarray of shape (n_classes_,)
+    classes_ : ndarray of shape (n_classes,)
         ``arange(n_classes_)``: the label values.
     class_weight_ : ndarray or None
         Class weights used in the loss.
