@@ -85,9 +85,18 @@ def _mask_label_count(y_true: np.ndarray, y_pred: np.ndarray, labels) -> int | N
     return highest + 1 if y_true.size else None
 
 
+#: Voxels per step of the confusion-matrix count: bounds its temporary memory (32 MB).
+_VOXELS_PER_STEP = 1 << 22
+
+
 def _mean_iou_of_masks(y_true: np.ndarray, y_pred: np.ndarray, labels, n_labels: int) -> float:
-    codes = y_true.astype(np.int64) * n_labels + y_pred
-    confusion = np.bincount(codes, minlength=n_labels**2).reshape(n_labels, n_labels)
+    counts = np.zeros(n_labels**2, dtype=np.int64)
+    for start in range(0, y_true.size, _VOXELS_PER_STEP):
+        codes = y_true[start : start + _VOXELS_PER_STEP].astype(np.int64)
+        codes *= n_labels
+        codes += y_pred[start : start + _VOXELS_PER_STEP]
+        counts += np.bincount(codes, minlength=n_labels**2)
+    confusion = counts.reshape(n_labels, n_labels)
     intersection = np.diag(confusion)
     union = confusion.sum(axis=0) + confusion.sum(axis=1) - intersection
     chosen = np.flatnonzero(union) if labels is None else np.asarray(labels, dtype=np.int64)

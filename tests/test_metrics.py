@@ -113,3 +113,26 @@ def test_non_mask_labels_fall_back_to_sklearn():
     y_pred = np.array(["a", "b", "b", "b"])
     assert mean_iou(y_true, y_pred) == pytest.approx((0.5 + 2 / 3) / 2)
     assert mean_iou(np.array([-1, 1]), np.array([-1, -1])) == pytest.approx(0.25)
+
+
+def test_mask_path_counts_in_bounded_steps(monkeypatch):
+    import tracemalloc
+
+    from sklearn.metrics import jaccard_score
+
+    from skdistill import metrics
+
+    monkeypatch.setattr(metrics, "_VOXELS_PER_STEP", 1000)  # many steps, a ragged last one
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(0, 3, size=(7, 11, 13, 17)).astype(np.int8)
+    y_pred = rng.integers(0, 3, size=y_true.shape).astype(np.int8)
+    tracemalloc.start()
+    try:
+        value = mean_iou(y_true, y_pred)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    expected = jaccard_score(y_true.ravel(), y_pred.ravel(), average="macro")
+    assert value == pytest.approx(expected, abs=1e-12)
+    # int64 codes for every voxel would take 8 bytes each; steps keep a few kB.
+    assert peak < y_true.size * 8 / 4, f"peak {peak} bytes"
