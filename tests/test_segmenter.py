@@ -38,7 +38,8 @@ def fitted(data):
 
 def test_shapes_and_attributes(fitted, data):
     _, _, X_test, y_test = data
-    assert fitted.predict(X_test).shape == y_test.shape
+    labels = fitted.predict(X_test)
+    assert labels.shape == y_test.shape and labels.dtype == np.int8
     proba = fitted.predict_proba(X_test)
     assert proba.shape == (len(X_test), 2, SIZE, SIZE, SIZE)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)

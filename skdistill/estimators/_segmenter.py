@@ -150,10 +150,17 @@ class _BaseSegmenter(BaseVolumeEstimator):
 
         Returns
         -------
-        ndarray of shape (n_samples, D, H, W), dtype int64
+        ndarray of shape (n_samples, D, H, W), dtype int8
+            Labels ``0..n_classes_ - 1``; int8 like the simulator's masks and the MRC label
+            volumes (int16 above 128 classes), a byte per voxel.
         """
-        # Reduced batch by batch: memory holds labels, not every voxel's logits.
-        return self._predict_batches(X, reduce=_argmax_over_classes)
+        label_type = torch.int8 if self.n_classes_ <= 128 else torch.int16
+
+        def labels(logits: torch.Tensor) -> torch.Tensor:
+            # Reduced on the device, batch by batch: only labels reach host memory.
+            return _argmax_over_classes(logits).to(label_type)
+
+        return self._predict_batches(X, reduce=labels)
 
     def score(self, X, y, sample_weight=None) -> float:
         """Mean IoU of :meth:`predict` against the label volumes ``y``.
