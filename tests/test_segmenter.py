@@ -306,3 +306,21 @@ def test_predict_proba_memory_is_the_result_plus_a_batch(fitted, data):
     finally:
         fitted.set_params(inference_precision="auto")
     assert proba.dtype == np.float64
+
+
+def test_score_keeps_integer_masks_in_their_dtype(fitted, data):
+    import tracemalloc
+
+    _, _, X_test, y_test = data
+    X, y = np.concatenate([X_test] * 8), np.concatenate([y_test] * 8).astype(np.int8)
+    expected = fitted.score(X, y.astype(np.int64))
+    tracemalloc.start()
+    try:
+        score = fitted.score(X, y)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert score == expected
+    # mean_iou's int64 codes take 8 bytes a voxel (one step here); an int64 copy of the masks
+    # would take another 8.
+    assert peak < 1.5 * y.size * 8, f"peak {peak / y.size:.1f} bytes a voxel"

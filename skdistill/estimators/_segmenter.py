@@ -184,7 +184,7 @@ class _BaseSegmenter(BaseVolumeEstimator):
         if sample_weight is not None:
             raise ValueError("sample_weight is not supported by the mean IoU score.")
         check_is_fitted(self, "net_")
-        masks = check_masks(y, len(X), self.input_shape_)
+        masks = check_masks(y, len(X), self.input_shape_, keep_integer_dtype=True)
         if masks.max() >= self.n_classes_:
             raise ValueError(
                 f"y holds label {masks.max()}, but this segmenter was fitted on "
@@ -201,8 +201,10 @@ class _BaseSegmenter(BaseVolumeEstimator):
         return tags
 
 
-def check_masks(y, n_samples: int, input_shape: tuple[int, ...]) -> np.ndarray:
-    """Check label volumes against the volumes they label; return them as int64.
+def check_masks(
+    y, n_samples: int, input_shape: tuple[int, ...], *, keep_integer_dtype: bool = False
+) -> np.ndarray:
+    """Check label volumes against the volumes they label; return them as integers.
 
     Parameters
     ----------
@@ -212,8 +214,13 @@ def check_masks(y, n_samples: int, input_shape: tuple[int, ...]) -> np.ndarray:
         Number of volumes.
     input_shape : tuple of int
         Shape ``(D, H, W)`` of the volumes.
+    keep_integer_dtype : bool, default=False
+        Return integer (or boolean) masks in their own dtype, without an int64 copy
+        (scoring needs no more; training targets must be int64).
     """
-    masks = check_label_volumes(y, (n_samples, *input_shape), name="y").astype(np.int64)
+    masks = check_label_volumes(y, (n_samples, *input_shape), name="y")
+    if not (keep_integer_dtype and masks.dtype.kind in "biu"):
+        masks = masks.astype(np.int64)
     if masks.min() < 0:
         raise ValueError(
             f"y holds the negative label {masks.min()}; labels are 0 (background) to n_classes - 1."
