@@ -23,7 +23,7 @@ import numpy as np
 from ..utils.validation import check_label_volumes
 from ._lazy import LazyVolumes
 from .mrc import MrcInfo, read_header
-from .stack import SubtomogramStack
+from .stack import SubtomogramStack, check_volume_number
 from .star import MASK_NAME_LABEL, PARTICLES_STAR, ParticleTable, read_particles_star
 
 __all__ = [
@@ -280,17 +280,9 @@ def _check_against_images(star: Path, table: ParticleTable) -> tuple[tuple[int, 
                 f"shape {images[image].volume_shape} (STAR file {star}). A label volume must "
                 "match its subtomogram voxel for voxel; write them again together."
             )
-        if index is None and info.n_volumes > 1:
-            raise ValueError(
-                f"STAR file {star} lists {mask}, a stack of {info.n_volumes} label volumes, "
-                f"without a volume number; name one volume as 'k@{mask.name}' in "
-                f"{MASK_NAME_LABEL}."
-            )
-        if index is not None and index >= info.n_volumes:
-            raise ValueError(
-                f"STAR file {star} refers to label volume {index + 1} of {mask}, which holds "
-                f"only {info.n_volumes}; fix {MASK_NAME_LABEL}."
-            )
+        check_volume_number(
+            star, mask, index, info.n_volumes, column=MASK_NAME_LABEL, what="label volume"
+        )
         if first is None:
             first = info
         elif info.volume_shape != first.volume_shape:

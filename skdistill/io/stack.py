@@ -163,6 +163,38 @@ def _common_volume_shape(infos) -> tuple[int, int, int]:
     return first.volume_shape
 
 
+def check_volume_number(
+    star: Path, path: Path, index: int | None, n_volumes: int, *, column: str, what: str = "volume"
+) -> None:
+    """Raise unless a STAR row's ``k@file`` reference names one existing volume of ``path``.
+
+    Parameters
+    ----------
+    star : Path
+        The STAR file, for the message.
+    path : Path
+        The MRC file the row refers to.
+    index : int or None
+        The 0-based volume number from ``k@file``; ``None`` when the row gives none.
+    n_volumes : int
+        Volumes in ``path``.
+    column : str
+        The STAR column holding the reference (``rlnImageName``, ``rlnMaskName``).
+    what : str, default="volume"
+        What the volumes are, for the message.
+    """
+    if index is None and n_volumes > 1:
+        raise ValueError(
+            f"STAR file {star} lists {path}, a stack of {n_volumes} {what}s, without a volume "
+            f"number; name one volume as 'k@{path.name}' (k = 1..{n_volumes}) in {column}."
+        )
+    if index is not None and index >= n_volumes:
+        raise ValueError(
+            f"STAR file {star} refers to {what} {index + 1} of {path}, which holds only "
+            f"{n_volumes}; fix {column}."
+        )
+
+
 def _volume_entries(table: ParticleTable, infos: dict) -> tuple[tuple[Path, ...], np.ndarray]:
     """File and in-file index of each volume (-1 for a single-volume file).
 
@@ -178,17 +210,7 @@ def _volume_entries(table: ParticleTable, infos: dict) -> tuple[tuple[Path, ...]
             paths.extend([path] * count)
             indices.extend(range(count) if info.is_stack else [-1])
             continue
-        if index is None and info.n_volumes > 1:
-            raise ValueError(
-                f"STAR file {table.star_path} lists {path}, a stack of {info.n_volumes} "
-                f"volumes, without a volume number; name one volume as 'k@{path.name}' "
-                f"(k = 1..{info.n_volumes}) in rlnImageName."
-            )
-        if index is not None and index >= info.n_volumes:
-            raise ValueError(
-                f"STAR file {table.star_path} refers to volume {index + 1} of {path}, which "
-                f"holds only {info.n_volumes}; fix rlnImageName."
-            )
+        check_volume_number(table.star_path, path, index, info.n_volumes, column="rlnImageName")
         paths.append(path)
         indices.append((index or 0) if info.is_stack else -1)
     return tuple(paths), np.asarray(indices, dtype=np.intp)
