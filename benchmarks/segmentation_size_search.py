@@ -24,6 +24,7 @@ from sklearn.model_selection import GridSearchCV
 
 from skdistill import Cnn3DSegmenter, DistilledSegmenter
 from skdistill.architectures import build_segmentation_network, count_parameters
+from skdistill.metrics import mean_iou_scorer
 
 GRID = [
     {"arch": ["unet"], "base_filters": [2, 4, 8, 16], "levels": [2, 3], "last_filters": [4]},
@@ -86,7 +87,7 @@ def main() -> None:
                 "validation_fraction": None, "random_state": 0}  # fmt: skip
 
     search = GridSearchCV(
-        Cnn3DSegmenter(class_weight="balanced", **training), GRID, cv=3, scoring="mean_iou"
+        Cnn3DSegmenter(class_weight="balanced", **training), GRID, cv=3, scoring=mean_iou_scorer
     )
     search.fit(X_train, y_train)
     candidates = search.cv_results_["params"]

@@ -26,6 +26,7 @@ from sklearn.model_selection import GridSearchCV
 from skdistill import Cnn3DSegmenter
 from skdistill.architectures import build_segmentation_network, count_parameters
 from skdistill.datasets import make_segmentation_subtomograms
+from skdistill.metrics import mean_iou_scorer
 
 parser = argparse.ArgumentParser(description="U-Net size search on simulated subtomograms.")
 parser.add_argument("--n-samples", type=int, default=96)
@@ -50,7 +51,7 @@ segmenter = Cnn3DSegmenter(
     "unet", max_epochs=args.max_epochs, batch_size=8, lr=1e-2, class_weight="balanced",
     validation_fraction=None, random_state=0,
 )  # fmt: skip
-search = GridSearchCV(segmenter, grid, cv=2, scoring="mean_iou").fit(X, y)
+search = GridSearchCV(segmenter, grid, cv=2, scoring=mean_iou_scorer).fit(X, y)
 
 # %%
 # Parameter count of every candidate, and the Pareto front (no smaller net scores higher).

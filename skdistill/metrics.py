@@ -1,17 +1,17 @@
 """Segmentation metrics: mean intersection over union, as a function and a scorer.
 
-Importing :mod:`skdistill` registers the scorer under the name ``"mean_iou"``, so that
-``GridSearchCV(..., scoring="mean_iou")``, ``cross_val_score(..., scoring="mean_iou")`` and
-:func:`sklearn.metrics.get_scorer` accept it like a built-in name (see
-:func:`skdistill.utils.scorer_names.register_scorer_name` for how, and its limits).
+Pass the scorer object to scikit-learn's searches:
+``GridSearchCV(..., scoring=mean_iou_scorer)`` or ``cross_val_score(..., scoring=mean_iou_scorer)``.
+The segmenters' ``score`` is already the mean IoU, so ``scoring=None`` ranks the same way.
+Importing skdistill changes nothing in scikit-learn: no scoring *name* is registered,
+because scikit-learn has no public registry and a library must not patch another
+library's private tables.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from sklearn.metrics import jaccard_score, make_scorer
-
-from .utils.scorer_names import register_scorer_name
 
 __all__ = ["mean_iou", "mean_iou_scorer"]
 
@@ -111,9 +111,6 @@ def _mean_iou_of_masks(y_true: np.ndarray, y_pred: np.ndarray, labels, n_labels:
     return float(iou.mean())
 
 
-#: Scorer for searches: ``GridSearchCV(..., scoring=mean_iou_scorer)`` or, equivalently,
-#: ``scoring="mean_iou"``. The segmenters' ``score`` is already the mean IoU, so
-#: ``scoring=None`` ranks candidates the same way.
+#: Scorer for searches: ``GridSearchCV(..., scoring=mean_iou_scorer)``. The segmenters'
+#: ``score`` is already the mean IoU, so ``scoring=None`` ranks candidates the same way.
 mean_iou_scorer = make_scorer(mean_iou)
-
-register_scorer_name("mean_iou", mean_iou_scorer)

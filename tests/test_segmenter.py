@@ -68,7 +68,7 @@ def test_grid_search_over_unet_knobs_with_mean_iou(data):
         Cnn3DSegmenter("unet", **{**FIT, "max_epochs": 1}, random_state=0),
         {"base_filters": [2, 4], "levels": [2]},
         cv=2,
-        scoring="mean_iou",
+        scoring=mean_iou_scorer,
     ).fit(X[:16], y[:16])
     assert search.best_params_["base_filters"] in (2, 4)
     assert len(search.cv_results_["mean_test_score"]) == 2

@@ -11,6 +11,7 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.metrics import accuracy_score
 from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
@@ -291,6 +292,30 @@ class BaseVolumeClassifier(ClassifierMixin, BaseVolumeEstimator):
         """
         indices = self._predict_batches(X, reduce=_argmax_over_classes)
         return self.classes_[indices]
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Accuracy of :meth:`predict` on ``X`` against ``y``.
+
+        The fraction of correctly classified volumes
+        (:func:`sklearn.metrics.accuracy_score`), weighted by ``sample_weight`` if given;
+        what ``GridSearchCV`` ranks candidates by with ``scoring=None``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, D, H, W) or (n_samples, 1, D, H, W)
+            Volumes of the shape seen in fit, or a lazy
+            :class:`~skdistill.io.SubtomogramStack`, read in batches.
+        y : array-like of shape (n_samples,)
+            True labels.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        Returns
+        -------
+        float
+            Accuracy in [0, 1].
+        """
+        return float(accuracy_score(y, self.predict(X), sample_weight=sample_weight))
 
 
 def _argmax_over_classes(logits: torch.Tensor) -> torch.Tensor:
