@@ -86,7 +86,12 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         stack = SubtomogramStack(path)
-    problems = [" ".join(str(warning.message).split()) for warning in caught]
+    problems = []
+    for item in caught:
+        if issubclass(item.category, UserWarning):
+            problems.append(" ".join(str(item.message).split()))
+        else:
+            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
     problems += _header_problems(stack.paths)
     n, *volume_shape = stack.shape
     batch_size = max(1, _BATCH_VOXELS // math.prod(volume_shape))

@@ -244,15 +244,26 @@ def write_new_volume(path: str | os.PathLike, volume: np.ndarray, *, voxel_size:
 
 @contextlib.contextmanager
 def _strictly(path: Path) -> Iterator[None]:
-    """Turn mrcfile's ``ValueError`` and warnings while opening ``path`` into ``ValueError``."""
+    """Turn mrcfile's ``ValueError`` and warnings while opening ``path`` into ``ValueError``.
+
+    mrcfile reports problems with a file as ``RuntimeWarning``; other warnings (deprecations
+    of the libraries underneath) are passed on unchanged.
+    """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             yield
         except ValueError as exc:
             raise _invalid_file_error(path, exc) from exc
-    if caught:
-        problems = "; ".join(dict.fromkeys(str(warning.message) for warning in caught))
+    problems = "; ".join(
+        dict.fromkeys(
+            str(item.message) for item in caught if issubclass(item.category, RuntimeWarning)
+        )
+    )
+    for item in caught:
+        if not issubclass(item.category, RuntimeWarning):
+            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+    if problems:
         raise ValueError(
             f"MRC file {path} is not a valid MRC file: mrcfile reports: {problems}. skdistill "
             "reads only files that pass mrcfile's checks; check it with mrcfile.validate() "

@@ -79,6 +79,11 @@ class SubtomogramStack(LazyVolumes):
     Indexing with an integer returns one volume ``(D, H, W)``; slices, integer sequences and
     boolean masks return ``(k, D, H, W)`` arrays. Each access reads from disk and returns a
     new array; ``np.asarray(stack)`` reads everything.
+
+    MRC files are checked strictly (see :mod:`skdistill.io.mrc`): a file whose size differs
+    from what its header implies, or that holds 2D images, raises ``ValueError``. gzip- and
+    bzip2-compressed files (``.map.gz``, ``.mrc.bz2``) are read, but cannot be memory-mapped:
+    each access decompresses the whole file, so decompress large ones (``gunzip``) first.
     """
 
     def __init__(self, source: str | os.PathLike | Sequence[str | os.PathLike]) -> None:

@@ -23,6 +23,12 @@ relative to the STAR file like ``rlnImageName``. This use is skdistill's own: RE
 ``rlnMaskName`` for the masks of post-processing and multi-body refinement and does not use it
 in particle tables (it carries such columns through unchanged), so the file stays a valid
 RELION particles file.
+
+Files written by other software are read strictly (see :func:`read_particles_star`): the
+pixel size comes from the STAR file, which wins over the MRC headers as in RELION (its
+``ObservationModel``, ``src/jaz/single_particle/obs_model.cpp``, takes each optics group's
+pixel size from the optics table, never from image headers); 2D images (RELION 5 tilt-image
+stacks) are refused; a value that is not a number is an error naming file, column and value.
 """
 
 from __future__ import annotations
