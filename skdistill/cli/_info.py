@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..io import SubtomogramStack
-from ..io.mrc import read_header
+from ..io.mrc import header_problems, read_header
 from ..io.star import PARTICLES_STAR
 from ._arguments import HelpFormatter
 
@@ -24,8 +25,12 @@ _BATCH_VOXELS = 2**22
 
 _DESCRIPTION = """\
 Describe subtomograms on disk: the kind of source, the number of volumes, their shape and
-voxel size, value statistics (computed batch by batch, never loading all volumes at once)
-and, when there are labels, the number of subtomograms per class.
+voxel size, value statistics (computed batch by batch, never loading all volumes at once),
+the number of subtomograms per class when there are labels, and problems: pixel sizes that
+disagree between the STAR file and the MRC headers or between optics groups (the STAR
+value is used, as in RELION), and MRC headers that mrcfile.validate finds non-standard.
+Files that cannot be read correctly (a wrong size for the header's mode, trailing data, a
+truncated copy, 2D image stacks) are an error.
 
 PATH is a particles.star file, a directory (its particles.star, else its *.mrc files), one
 MRC file holding a volume, or an MRC stack of volumes.
@@ -77,7 +82,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Print a description of the subtomograms at ``args.path``."""
     path: Path = args.path
-    stack = SubtomogramStack(path)
+    # Warnings (e.g. pixel sizes that disagree) are listed as problems, not sent to stderr.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stack = SubtomogramStack(path)
+    problems = []
+    for item in caught:
+        if issubclass(item.category, UserWarning):
+            problems.append(" ".join(str(item.message).split()))
+        else:
+            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+    problems += _header_problems(stack.paths)
     n, *volume_shape = stack.shape
     batch_size = max(1, _BATCH_VOXELS // math.prod(volume_shape))
     # A progress bar only on a terminal (disable=None), erased when done.
@@ -99,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
             f"std {stats.std:.6g}",
         ),
         ("poses", ", ".join(poses) if poses else "none"),
+        *([("problem", problem) for problem in problems] or [("problems", "none")]),
         ("classes", _class_summary(stack)),
     ]
     width = max(len(key) for key, _ in rows)
@@ -149,6 +165,19 @@ def value_statistics(batches: Iterable[np.ndarray]) -> ValueStatistics:
     if count == 0:
         return ValueStatistics(0, math.nan, math.nan, math.nan, math.nan)
     return ValueStatistics(count, minimum, maximum, mean, math.sqrt(m2 / count))
+
+
+def _header_problems(paths: list[Path]) -> list[str]:
+    """mrcfile.validate's findings over the distinct files, one line per kind of finding."""
+    files: dict[str, list[Path]] = {}
+    unique = list(dict.fromkeys(paths))
+    for path in unique:
+        for message in header_problems(path):
+            files.setdefault(message, []).append(path)
+    return [
+        f"mrcfile.validate: {message} (in {len(found)} of {len(unique)} files, e.g. {found[0]})"
+        for message, found in files.items()
+    ]
 
 
 def _counted(batches: Iterable[np.ndarray], progress: tqdm) -> Iterator[np.ndarray]:

@@ -13,10 +13,12 @@
 
 from .labels import MaskStack, read_segmentation_subtomograms
 from .stack import SubtomogramStack
+from .star import PixelSizeWarning
 from .subtomograms import read_subtomograms, write_subtomograms
 
 __all__ = [
     "MaskStack",
+    "PixelSizeWarning",
     "SubtomogramStack",
     "read_segmentation_subtomograms",
     "read_subtomograms",

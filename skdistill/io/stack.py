@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,9 +11,12 @@ import numpy as np
 
 from ._lazy import LazyVolumes
 from .mrc import MrcInfo, read_header
-from .star import PARTICLES_STAR, ParticleTable, read_particles_star
+from .star import PARTICLES_STAR, ParticleTable, PixelSizeWarning, read_particles_star
 
 __all__ = ["SubtomogramStack"]
+
+#: Relative difference between STAR and MRC-header pixel sizes that gets a warning.
+_HEADER_TOLERANCE = 0.005
 
 _SOURCES_HELP = (
     "Pass a particles.star file, a directory (with particles.star, or with *.mrc files), "
@@ -44,8 +48,10 @@ class SubtomogramStack(LazyVolumes):
     Attributes
     ----------
     voxel_size : float or None
-        Voxel size in Å, from the STAR optics block (``rlnImagePixelSize``) or else the MRC
-        headers; None when neither gives one.
+        Voxel size in Å, from the STAR file (see :func:`~skdistill.io.star.read_particles_star`
+        for the labels read) or else the MRC headers; None when neither gives one. When the
+        STAR file and an MRC header differ by more than 0.5 %, the STAR value is used, as
+        RELION does, with a :class:`~skdistill.io.star.PixelSizeWarning` naming both.
     labels : ndarray of int64, shape (n,), or None
         0-based class labels (``rlnClassNumber - 1``), or None without labels.
     class_names : list of str or None
@@ -73,16 +79,25 @@ class SubtomogramStack(LazyVolumes):
     Indexing with an integer returns one volume ``(D, H, W)``; slices, integer sequences and
     boolean masks return ``(k, D, H, W)`` arrays. Each access reads from disk and returns a
     new array; ``np.asarray(stack)`` reads everything.
+
+    MRC files are checked strictly (see :mod:`skdistill.io.mrc`): a file whose size differs
+    from what its header implies, or that holds 2D images, raises ``ValueError``. gzip- and
+    bzip2-compressed files (``.map.gz``, ``.mrc.bz2``) are read, but cannot be memory-mapped:
+    each access decompresses the whole file, so decompress large ones (``gunzip``) first.
     """
 
     def __init__(self, source: str | os.PathLike | Sequence[str | os.PathLike]) -> None:
         table, description = _particle_table(source)
         infos = {path: read_header(path) for path in dict.fromkeys(table.paths)}
+        if table.image_size is not None:
+            _check_image_size(table, infos.values())
         self._volume_shape = _common_volume_shape(infos.values())
         self._paths, self._stack_indices = _volume_entries(table, infos)
         self._description = description
         self.voxel_size = (
-            table.voxel_size if table.voxel_size is not None else _header_voxel_size(infos)
+            _header_voxel_size(infos)
+            if table.voxel_size is None
+            else _star_voxel_size(table, infos.values())
         )
         self.labels = table.labels
         self.class_names = table.class_names
@@ -140,6 +155,28 @@ def _particle_table(source) -> tuple[ParticleTable, str]:
 
 def _mrc_table(files: list[Path]) -> ParticleTable:
     return ParticleTable(paths=list(files), stack_indices=[None] * len(files))
+
+
+def _check_image_size(table: ParticleTable, infos) -> None:
+    """Refuse MRC files whose volumes are not the ``rlnImageSize`` cubes the STAR file lists."""
+    size = table.image_size
+    for info in infos:
+        depth, height, width = info.volume_shape
+        if depth == height == width == size:
+            continue
+        if height == width == size:
+            raise ValueError(
+                f"MRC file {info.path} holds {depth} 2D images of {size} x {size} pixels, not "
+                f"a {size}^3 volume (STAR file {table.star_path} gives rlnImageSize {size}): "
+                "it is a stack of 2D (tilt) images. skdistill needs 3D subtomograms; in "
+                "RELION 5, run Extract subtomos again with 'Write output as 2D stacks?' set "
+                "to No."
+            )
+        raise ValueError(
+            f"MRC file {info.path} holds volumes of shape {info.volume_shape}, but STAR file "
+            f"{table.star_path} gives the box size rlnImageSize {size}. Fix rlnImageSize or "
+            "extract the subtomograms again."
+        )
 
 
 def _common_volume_shape(infos) -> tuple[int, int, int]:
@@ -214,6 +251,29 @@ def _volume_entries(table: ParticleTable, infos: dict) -> tuple[tuple[Path, ...]
         paths.append(path)
         indices.append((index or 0) if info.is_stack else -1)
     return tuple(paths), np.asarray(indices, dtype=np.intp)
+
+
+def _star_voxel_size(table: ParticleTable, infos) -> float:
+    """The STAR file's pixel size, with a warning when MRC headers give another one."""
+    star_size = table.voxel_size
+    differing = [
+        info
+        for info in infos
+        if info.voxel_size is not None
+        and abs(info.voxel_size - star_size) > _HEADER_TOLERANCE * star_size
+    ]
+    if differing:
+        others = f" (and {len(differing) - 1} more files)" if len(differing) > 1 else ""
+        warnings.warn(
+            f"STAR file {table.star_path} gives the pixel size {star_size:g} Å "
+            f"({table.voxel_size_label}) but the MRC header of {differing[0].path}{others} says "
+            f"{differing[0].voxel_size:g} Å. Using the STAR file's {star_size:g} Å, as RELION "
+            "does (it takes the pixel size from the STAR file, not from image headers); fix "
+            "the STAR file if the header is right.",
+            PixelSizeWarning,
+            stacklevel=3,
+        )
+    return star_size
 
 
 def _header_voxel_size(infos: dict) -> float | None:

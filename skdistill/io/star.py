@@ -23,12 +23,19 @@ relative to the STAR file like ``rlnImageName``. This use is skdistill's own: RE
 ``rlnMaskName`` for the masks of post-processing and multi-body refinement and does not use it
 in particle tables (it carries such columns through unchanged), so the file stays a valid
 RELION particles file.
+
+Files written by other software are read strictly (see :func:`read_particles_star`): the
+pixel size comes from the STAR file, which wins over the MRC headers as in RELION (its
+``ObservationModel``, ``src/jaz/single_particle/obs_model.cpp``, takes each optics group's
+pixel size from the optics table, never from image headers); 2D images (RELION 5 tilt-image
+stacks) are refused; a value that is not a number is an error naming file, column and value.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +48,7 @@ __all__ = [
     "MASK_NAME_LABEL",
     "PARTICLES_STAR",
     "ParticleTable",
+    "PixelSizeWarning",
     "check_class_name",
     "read_particles_star",
     "write_particles_star",
@@ -56,9 +64,23 @@ MASK_NAME_LABEL = "rlnMaskName"
 _ANGLE_LABELS = ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")
 _ORIGIN_ANGST_LABELS = ("rlnOriginXAngst", "rlnOriginYAngst", "rlnOriginZAngst")
 _ORIGIN_PIXEL_LABELS = ("rlnOriginX", "rlnOriginY", "rlnOriginZ")
+#: Optics groups whose pixel sizes differ by less than this fraction are read together.
+_PIXEL_SIZE_TOLERANCE = 0.01
+_NEEDS_3D = (
+    "skdistill needs 3D subtomograms. In RELION 5, run Extract subtomos again with 'Write "
+    "output as 2D stacks?' set to No (RELION 4's pseudo-subtomograms and Warp's exported "
+    "subtomograms are 3D already)."
+)
 # starfile reads quotes, '#' comments and NA markers specially, so names holding them would
 # not read back as written.
 _BAD_NAME = re.compile(r"[\"'#\x00-\x1f\x7f]|^\s|\s$|^$|^(nan|NaN|<NA>)$")
+
+
+class PixelSizeWarning(UserWarning):
+    """Pixel sizes disagree a little: between optics groups, or between STAR and MRC header.
+
+    The message names the values and the one skdistill uses.
+    """
 
 
 @dataclass
@@ -74,7 +96,11 @@ class ParticleTable:
     stack_indices : list of int or None
         0-based volume index into a stack file per particle (from ``k@file``), or None.
     voxel_size : float or None
-        Voxel size in Å from the optics block, or None.
+        Voxel size in Å from the STAR file (see :func:`read_particles_star`), or None.
+    voxel_size_label : str or None
+        The STAR label(s) ``voxel_size`` was taken from, for messages.
+    image_size : int or None
+        The box size ``rlnImageSize`` of the optics groups in use, or None.
     labels, class_names, rotations, shifts
         As in :class:`~skdistill.io.SubtomogramStack`; None when absent.
     mask_paths : list of Path or None
@@ -94,6 +120,8 @@ class ParticleTable:
     shifts: np.ndarray | None = None
     mask_paths: list[Path] | None = None
     mask_stack_indices: list[int | None] | None = None
+    voxel_size_label: str | None = None
+    image_size: int | None = None
 
 
 def check_class_name(name: str) -> None:
@@ -165,18 +193,27 @@ def write_particles_star(
 
 
 def read_particles_star(path: str | os.PathLike) -> ParticleTable:
-    """Read a particles STAR file written by skdistill or RELION (3.0 or 3.1+).
+    """Read a particles STAR file written by skdistill, RELION (3.0 to 5) or Warp.
 
     Image names are resolved relative to the STAR file's directory; a name that does not
     exist there but does relative to the current directory (RELION's project directory
     convention) is taken from there.
+
+    The pixel size is read from, in this order, ``rlnImagePixelSize``, RELION 4/5's
+    ``rlnTomoTiltSeriesPixelSize`` times ``rlnTomoSubtomogramBinning``, and RELION 3.0 /
+    Warp's ``rlnDetectorPixelSize`` (µm) times 10⁴ over ``rlnMagnification``, in the
+    ``data_optics`` block, else in the particle table. Optics groups whose pixel sizes differ
+    by less than 1 % are read with a :class:`PixelSizeWarning`, at the pixel size of most
+    particles.
 
     Raises
     ------
     FileNotFoundError
         If the STAR file or any image it lists does not exist.
     ValueError
-        If the file cannot be parsed, lacks ``rlnImageName`` or holds inconsistent values.
+        If the file cannot be parsed, lacks ``rlnImageName``, holds inconsistent or
+        non-numeric values, lists 2D images (``rlnImageDimensionality`` 2, RELION 5's
+        ``rlnTomoSubTomosAre2DStacks`` 1) or mixes pixel sizes by 1 % or more.
     """
     path = Path(path)
     if not path.is_file():
@@ -199,12 +236,14 @@ def read_particles_star(path: str | os.PathLike) -> ParticleTable:
         )
     if len(particles) == 0:
         raise ValueError(f"STAR file {path} lists no particles; add particles to it.")
+    optics = _optics_per_particle(path, blocks.get("optics"), particles)
+    _check_3d(path, blocks.get("general"), optics, particles)
 
     paths, stack_indices = _image_paths(path, particles["rlnImageName"])
     mask_paths, mask_stack_indices = None, None
     if MASK_NAME_LABEL in particles.columns:
         mask_paths, mask_stack_indices = _resolve_names(path, particles[MASK_NAME_LABEL])
-    voxel_size = _voxel_size(path, blocks.get("optics"), particles)
+    voxel_size, voxel_size_label = _voxel_size(path, optics, particles)
     labels = _labels(path, particles)
     class_names = _class_names(path, blocks.get("classes"))
     if labels is not None and class_names is not None and labels.max() >= len(class_names):
@@ -219,10 +258,12 @@ def read_particles_star(path: str | os.PathLike) -> ParticleTable:
         voxel_size=voxel_size,
         labels=labels,
         class_names=class_names,
-        rotations=_columns(particles, _ANGLE_LABELS),
+        rotations=_columns(path, particles, _ANGLE_LABELS),
         shifts=_shifts(path, particles, voxel_size),
         mask_paths=mask_paths,
         mask_stack_indices=mask_stack_indices,
+        voxel_size_label=voxel_size_label,
+        image_size=_image_size(path, optics, particles),
     )
 
 
@@ -248,12 +289,21 @@ def _particles_block(path: Path, blocks: dict) -> pd.DataFrame:
 
 def _image_paths(star: Path, names: pd.Series) -> tuple[list[Path], list[int | None]]:
     paths, stack_indices = _resolve_names(star, names)
-    missing = [p for p in paths if not p.is_file()]
+    missing = [i for i, path in enumerate(paths) if not path.is_file()]
     if missing:
+        name = Path(str(names.iloc[missing[0]]).rpartition("@")[2])
+        if name.is_absolute():
+            where = f"{name} does not exist"
+        else:
+            where = (
+                f"it is neither at {star.parent / name} (relative to the STAR file's "
+                f"directory) nor at {Path.cwd() / name} (relative to the working directory)"
+            )
         raise FileNotFoundError(
             f"{len(missing)} of {len(paths)} particle images listed in STAR file {star} are "
-            f"missing, the first being {missing[0]}. Image names are read relative to the "
-            f"STAR file's directory ({star.parent}); restore the files or fix rlnImageName."
+            f"missing, the first being {name}: {where}. RELION writes image names relative "
+            "to its project folder: run skdistill from the RELION project folder (the one "
+            "holding the job folders), or restore the files, or fix rlnImageName."
         )
     return paths, stack_indices
 
@@ -285,33 +335,135 @@ def _stack_index(star: Path, name: str, index: str) -> int:
     return int(index) - 1
 
 
-def _voxel_size(star: Path, optics, particles: pd.DataFrame) -> float | None:
-    if not isinstance(optics, pd.DataFrame) or "rlnImagePixelSize" not in optics.columns:
+def _optics_per_particle(star: Path, optics, particles: pd.DataFrame) -> pd.DataFrame | None:
+    """The ``data_optics`` row of each particle (rows in particle order), or None."""
+    if not isinstance(optics, pd.DataFrame) or len(optics) == 0:
         return None
-    sizes = optics["rlnImagePixelSize"]
-    if "rlnOpticsGroup" in optics.columns and "rlnOpticsGroup" in particles.columns:
-        sizes = sizes.set_axis(optics["rlnOpticsGroup"])
-        groups = particles["rlnOpticsGroup"].unique()
-        unknown = sorted(set(groups) - set(sizes.index))
-        if unknown:
-            raise ValueError(
-                f"STAR file {star} assigns particles to optics groups {unknown} that its "
-                "data_optics block does not define; add them to data_optics."
-            )
-        sizes = sizes.loc[groups]
-    unique = np.unique(np.asarray(sizes, dtype=np.float64))
-    if len(unique) > 1:
+    if "rlnOpticsGroup" not in optics.columns or "rlnOpticsGroup" not in particles.columns:
+        # Without group numbers every optics row may apply; each is checked against the others.
+        return optics.reset_index(drop=True)
+    groups = _numeric(star, particles, "rlnOpticsGroup", "data_particles")
+    table = optics.set_axis(_numeric(star, optics, "rlnOpticsGroup", "data_optics"))
+    unknown = sorted(set(groups) - set(table.index))
+    if unknown:
         raise ValueError(
-            f"STAR file {star} mixes pixel sizes {unique.tolist()} Å; subtomograms of one data "
-            "set must share a voxel size. Rescale them to one size and write them again."
+            f"STAR file {star} assigns particles to optics groups {unknown} that its "
+            "data_optics block does not define; add them to data_optics."
         )
-    return float(unique[0]) if unique[0] > 0 else None
+    return table.loc[groups].reset_index(drop=True)
+
+
+def _check_3d(star: Path, general, optics: pd.DataFrame | None, particles: pd.DataFrame) -> None:
+    """Refuse STAR files that list 2D images (tilt-image stacks, 2D particles)."""
+    if isinstance(general, dict) and "rlnTomoSubTomosAre2DStacks" in general:
+        if str(general["rlnTomoSubTomosAre2DStacks"]).strip() not in ("0", "0.0", "False"):
+            raise ValueError(
+                f"STAR file {star} lists RELION 5 particles stored as 2D stacks of tilt "
+                "images (rlnTomoSubTomosAre2DStacks = 1 in data_general), not 3D "
+                f"subtomograms. {_NEEDS_3D}"
+            )
+    for frame, block in ((optics, "data_optics"), (particles, "data_particles")):
+        if frame is not None and "rlnImageDimensionality" in frame.columns:
+            dimensions = _numeric(star, frame, "rlnImageDimensionality", block)
+            if np.any(dimensions != 3):
+                raise ValueError(
+                    f"STAR file {star} lists {int(dimensions[dimensions != 3].iloc[0])}D "
+                    f"images (rlnImageDimensionality in {block}), not 3D subtomograms. "
+                    f"{_NEEDS_3D}"
+                )
+
+
+def _image_size(star: Path, optics: pd.DataFrame | None, particles: pd.DataFrame) -> int | None:
+    """The one box size ``rlnImageSize`` of the particles, or None."""
+    for frame, block in ((optics, "data_optics"), (particles, "data_particles")):
+        if frame is not None and "rlnImageSize" in frame.columns:
+            sizes = np.unique(_numeric(star, frame, "rlnImageSize", block))
+            return int(sizes[0]) if len(sizes) == 1 else None
+    return None
+
+
+def _pixel_sizes(
+    star: Path, optics: pd.DataFrame | None, particles: pd.DataFrame
+) -> tuple[np.ndarray | None, str | None]:
+    """Pixel size in Å of each particle (or optics row), and the labels it was read from."""
+    for frame, block in ((optics, "data_optics"), (particles, "data_particles")):
+        if frame is None:
+            continue
+        columns = set(frame.columns)
+        if "rlnImagePixelSize" in columns:
+            sizes = _numeric(star, frame, "rlnImagePixelSize", block)
+            return np.asarray(sizes, dtype=np.float64), "rlnImagePixelSize"
+        if "rlnTomoTiltSeriesPixelSize" in columns:
+            sizes = _numeric(star, frame, "rlnTomoTiltSeriesPixelSize", block)
+            label = "rlnTomoTiltSeriesPixelSize"
+            if "rlnTomoSubtomogramBinning" in columns:
+                sizes = sizes * _numeric(star, frame, "rlnTomoSubtomogramBinning", block)
+                label += " x rlnTomoSubtomogramBinning"
+            return np.asarray(sizes, dtype=np.float64), label
+        if {"rlnDetectorPixelSize", "rlnMagnification"} <= columns:
+            # RELION 3.0 and Warp: detector pixel in µm, magnification; 1 µm = 10^4 Å.
+            detector = _numeric(star, frame, "rlnDetectorPixelSize", block)
+            magnification = _numeric(star, frame, "rlnMagnification", block)
+            sizes = np.asarray(detector * 1e4 / magnification, dtype=np.float64)
+            return sizes, "rlnDetectorPixelSize x 10^4 / rlnMagnification"
+    return None, None
+
+
+def _voxel_size(
+    star: Path, optics: pd.DataFrame | None, particles: pd.DataFrame
+) -> tuple[float | None, str | None]:
+    sizes, label = _pixel_sizes(star, optics, particles)
+    if sizes is None or not np.any(sizes > 0):
+        return None, None
+    if not np.all(np.isfinite(sizes) & (sizes > 0)):
+        raise ValueError(
+            f"STAR file {star} has pixel sizes {np.unique(sizes).tolist()} Å ({label}); pixel "
+            "sizes must be positive. Fix the STAR file."
+        )
+    values, counts = np.unique(sizes, return_counts=True)
+    chosen = float(values[np.argmax(counts)])
+    spread = (values.max() - values.min()) / values.min()
+    if spread <= 1e-6:
+        return chosen, label
+    listed = ", ".join(f"{value:g}" for value in values)
+    if spread >= _PIXEL_SIZE_TOLERANCE:
+        raise ValueError(
+            f"STAR file {star} mixes pixel sizes {listed} Å ({label}), which differ by "
+            f"{spread:.1%}; subtomograms of one data set must share a voxel size. Rescale "
+            "them to one pixel size (e.g. relion_image_handler --i in.mrc --o out.mrc "
+            "--angpix OLD --rescale_angpix NEW) and list them with that pixel size."
+        )
+    warnings.warn(
+        f"STAR file {star} mixes pixel sizes {listed} Å ({label}), which differ by "
+        f"{spread:.2%} (under 1%, as in merged data sets); using {chosen:g} Å, the pixel "
+        f"size of most particles ({counts.max()} of {len(sizes)}). Rescale the subtomograms "
+        "to one pixel size if the difference matters.",
+        PixelSizeWarning,
+        stacklevel=2,
+    )
+    return chosen, label
+
+
+def _numeric(star: Path, frame: pd.DataFrame, label: str, block: str) -> pd.Series:
+    """Column ``label`` as numbers; a ``ValueError`` names the file, block, column and value."""
+    column = frame[label]
+    values = pd.to_numeric(column, errors="coerce")
+    bad = values.isna()
+    if bad.any():
+        row = int(np.flatnonzero(np.asarray(bad))[0])
+        raise ValueError(
+            f"STAR file {star} has the non-numeric value {column.iloc[row]!r} in column "
+            f"{label} of {block} (row {row + 1}); {label} must hold numbers. Fix that row."
+        )
+    return values
 
 
 def _labels(star: Path, particles: pd.DataFrame) -> np.ndarray | None:
     if "rlnClassNumber" not in particles.columns:
         return None
-    numbers = np.asarray(particles["rlnClassNumber"], dtype=np.float64)
+    numbers = np.asarray(
+        _numeric(star, particles, "rlnClassNumber", "data_particles"), dtype=np.float64
+    )
     if not (np.all(np.isfinite(numbers)) and np.all(numbers == np.round(numbers))):
         raise ValueError(
             f"STAR file {star} has non-integer rlnClassNumber values; class numbers must be "
@@ -338,13 +490,15 @@ def _class_names(star: Path, classes) -> list[str] | None:
     return [str(name) for name in table[CLASS_NAME_LABEL]]
 
 
-def _columns(particles: pd.DataFrame, labels: tuple[str, str, str]) -> np.ndarray | None:
+def _columns(
+    star: Path, particles: pd.DataFrame, labels: tuple[str, str, str]
+) -> np.ndarray | None:
     """The three columns as an (n, 3) array, missing ones as 0 (RELION's default)."""
     if not any(label in particles.columns for label in labels):
         return None
     return np.stack(
         [
-            np.asarray(particles[label], dtype=np.float64)
+            np.asarray(_numeric(star, particles, label, "data_particles"), dtype=np.float64)
             if label in particles.columns
             else np.zeros(len(particles))
             for label in labels
@@ -354,7 +508,7 @@ def _columns(particles: pd.DataFrame, labels: tuple[str, str, str]) -> np.ndarra
 
 
 def _shifts(star: Path, particles: pd.DataFrame, voxel_size: float | None) -> np.ndarray | None:
-    origins_angst = _columns(particles, _ORIGIN_ANGST_LABELS)
+    origins_angst = _columns(star, particles, _ORIGIN_ANGST_LABELS)
     if origins_angst is not None:
         if voxel_size is None:
             raise ValueError(
@@ -362,5 +516,5 @@ def _shifts(star: Path, particles: pd.DataFrame, voxel_size: float | None) -> np
                 "add rlnImagePixelSize to its data_optics block."
             )
         return -origins_angst[:, ::-1] / voxel_size + 0.0
-    origins_pixels = _columns(particles, _ORIGIN_PIXEL_LABELS)
+    origins_pixels = _columns(star, particles, _ORIGIN_PIXEL_LABELS)
     return None if origins_pixels is None else -origins_pixels[:, ::-1] + 0.0
