@@ -5,8 +5,8 @@ macromolecule templates in :mod:`skdistill.datasets.templates`.
 """
 
 from ._segmentation import make_segmentation_subtomograms
-from ._simulate import make_subtomograms
 from ._toy import TOY_SHAPES, make_toy_volumes
+from .simulation import make_subtomograms
 from .templates import make_templates
 
 __all__ = [
