@@ -83,7 +83,7 @@ def test_segmentation_data_refuse_them(kwargs, match):
     "make", [make_subtomograms, make_segmentation_subtomograms], ids=["classes", "segmentation"]
 )
 def test_a_box_too_large_for_memory_says_how_much_it_needs(little_memory, make):
-    with pytest.raises(MemoryError, match=r"100000\^3 voxels .* needs about .* PiB .*16.0 GiB"):
+    with pytest.raises(MemoryError, match=r"100000\^3 voxels .* needs about .* [PE]iB .*16.0 GiB"):
         make(**{**TINY, "size": 100_000})
 
 

@@ -89,6 +89,7 @@ class SegmentationPlan:
         check_segmentation_parameters(
             n_classes=n_classes, crowding=crowding, labels=labels, mask_threshold=mask_threshold
         )
+        check_simulation_memory(size=size, n_classes=n_classes, crowding=crowding)
         self.base = SimulationPlan(
             n_classes=n_classes,
             size=size,
@@ -102,7 +103,6 @@ class SegmentationPlan:
             templates=None,
             entropy=entropy,
         )
-        check_simulation_memory(size=size, n_classes=n_classes, crowding=crowding)
         self.size, self.voxel_size, self.snr = size, voxel_size, snr
         self.n_classes, self.crowding, self.labels = n_classes, crowding, labels
         self.max_shift, self.mask_threshold, self.entropy = max_shift, mask_threshold, entropy

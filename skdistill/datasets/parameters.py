@@ -31,6 +31,7 @@ __all__ = [
     "check_segmentation_parameters",
     "check_simulated_volumes",
     "check_simulation_parameters",
+    "check_template_sampling",
     "simulation_nbytes",
 ]
 
@@ -40,8 +41,9 @@ __all__ = [
 VOXEL_SIZE_RANGE = (0.5, 100.0)
 #: Defocus in µm, negative for underfocus (the sign of the CTF's phase here; RELION's
 #: ``rlnDefocusU`` is positive for underfocus). Phase contrast needs defocus: at 0 only the
-#: spherical aberration gives contrast, about 1e-4 of the signal at 9.2 Å voxels. Tomograms
-#: are recorded 0.5-15 µm under focus (phase-plate data near focus).
+#: spherical aberration gives contrast, 2e-5 of the signal's standard deviation at 5 µm
+#: underfocus (23 templates, 40^3, 9.2 Å); at 0.1 µm, 2 %. Tomograms are recorded 0.5-15 µm
+#: under focus (phase-plate data near focus).
 DEFOCUS_RANGE = (-20.0, -0.1)
 #: Spherical aberration in mm: 0 (corrected) up to the 2.0-2.7 mm of common objectives and
 #: more for older lenses.
@@ -93,7 +95,8 @@ def check_simulation_parameters(
         As in :func:`~skdistill.datasets.make_subtomograms`.
     synthetic : bool, default=True
         The synthetic templates are used: also check that their narrowest subunit is at least
-        :data:`MIN_SUBUNIT_SIGMA` voxels wide at this ``size`` and ``voxel_size``.
+        :data:`MIN_SUBUNIT_SIGMA` voxels wide at this ``size`` and ``voxel_size``
+        (:func:`check_template_sampling`).
 
     Raises
     ------
@@ -146,7 +149,7 @@ def check_simulation_parameters(
             "in the box."
         )
     if synthetic:
-        _check_sampling(n_classes, size, voxel_size)
+        check_template_sampling(n_classes=n_classes, size=size, voxel_size=voxel_size)
 
 
 def check_segmentation_parameters(
@@ -164,7 +167,14 @@ def check_segmentation_parameters(
     ValueError
         Naming the first parameter out of range.
     """
-    _check_integer("crowding", crowding, 0, maximum=MAX_CROWDING, unit="neighbours")
+    _check_integer(
+        "crowding",
+        crowding,
+        0,
+        maximum=MAX_CROWDING,
+        unit="neighbours",
+        why="more would pile onto each other rather than crowd the target",
+    )
     if crowding > 0 and n_classes < 2:
         raise ValueError(
             f"crowding={crowding} needs n_classes >= 2: neighbours are of classes other than "
@@ -297,9 +307,10 @@ def _is_number(value) -> bool:
 
 
 def _check_integer(
-    name: str, value, minimum: int, *, maximum: int | None = None, unit: str = ""
+    name: str, value, minimum: int, *, maximum: int | None = None, unit: str = "", why: str = ""
 ) -> None:
     unit = f" {unit}" if unit else ""
+    why = f": {why}" if why else ""
     high = "" if maximum is None else f" and at most {maximum}"
     if (
         not isinstance(value, Integral)
@@ -307,7 +318,9 @@ def _check_integer(
         or value < minimum
         or (maximum is not None and value > maximum)
     ):
-        raise ValueError(f"{name}={value!r} must be an integer of at least {minimum}{high}{unit}.")
+        raise ValueError(
+            f"{name}={value!r} must be an integer of at least {minimum}{high}{unit}{why}."
+        )
 
 
 def _check_range(name: str, value, accepted: tuple[float, float], unit: str, why: str) -> None:
@@ -334,13 +347,19 @@ def _check_tilt_range(tilt_range) -> None:
         )
 
 
-def _check_sampling(n_classes: int, size: int, voxel_size: float) -> None:
-    """Refuse a box or voxel size at which the narrowest template subunit is under-sampled.
+def check_template_sampling(*, n_classes: int, size: int, voxel_size: float) -> None:
+    """Raise ``ValueError`` if the narrowest synthetic template subunit is under-sampled.
 
-    Assemblies are rendered at their physical size unless the box is too small, when all
-    shrink to fit (:func:`~skdistill.datasets.templates.fitted_assemblies`). A subunit of
-    width ``sigma`` Å is therefore ``sigma * min(1 / voxel_size, fill * size / radius)``
+    Its Gaussian width (sigma) must be at least :data:`MIN_SUBUNIT_SIGMA` voxels. Assemblies
+    are rendered at their physical size unless the box is too small, when all shrink to fit
+    (:func:`~skdistill.datasets.templates.fitted_assemblies`). A subunit of width ``sigma`` Å
+    is therefore ``sigma * min(1 / voxel_size, fill * size / radius)``
     voxels wide, ``radius`` being the largest assembly's.
+
+    Parameters
+    ----------
+    n_classes, size, voxel_size
+        As in :func:`~skdistill.datasets.make_subtomograms`.
     """
     assemblies = synthetic_assemblies(n_classes)
     narrowest = min(assemblies, key=lambda a: float(a.sigmas.min()))

@@ -19,7 +19,12 @@ from sklearn.utils._param_validation import Interval, validate_params
 
 from ..utils.device import draw_seed
 from ..utils.memory import check_memory
-from .parameters import check_simulated_volumes, check_simulation_parameters, simulation_nbytes
+from .parameters import (
+    check_simulated_volumes,
+    check_simulation_parameters,
+    check_template_sampling,
+    simulation_nbytes,
+)
 from .physics import (
     add_noise,
     apply_fourier_filter,
@@ -101,9 +106,12 @@ class SimulationPlan:
             voltage=voltage,
             cs=cs,
             max_shift=max_shift,
-            synthetic=templates is None,
+            synthetic=False,
         )
+        # Before the templates are even described: n_classes may be huge.
         check_simulation_memory(size=size, n_classes=n_classes)
+        if templates is None:
+            check_template_sampling(n_classes=n_classes, size=size, voxel_size=voxel_size)
         self.size, self.voxel_size, self.snr, self.max_shift = size, voxel_size, snr, max_shift
         self.entropy = entropy
         self.description = (
