@@ -1,12 +1,15 @@
 """Data sets: simulated subtomograms (``make_subtomograms``) and toy volumes for tests.
 
 The image-formation steps live in :mod:`skdistill.datasets.physics`, the synthetic
-macromolecule templates in :mod:`skdistill.datasets.templates`.
+macromolecule templates in :mod:`skdistill.datasets.templates`, the accepted ranges of the
+simulation parameters in :mod:`skdistill.datasets.parameters`, and the building blocks that
+stream a simulation chunk by chunk (``SimulationPlan``, ``simulate_chunks``) in
+:mod:`skdistill.datasets.simulation`.
 """
 
 from ._segmentation import make_segmentation_subtomograms
-from ._simulate import make_subtomograms
 from ._toy import TOY_SHAPES, make_toy_volumes
+from .simulation import make_subtomograms
 from .templates import make_templates
 
 __all__ = [

@@ -9,7 +9,7 @@ import numpy as np
 from sklearn.utils import Bunch
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
-from ._simulate import SimulationPlan, seed_entropy, simulate_chunks
+from .parameters import check_segmentation_parameters, check_simulated_volumes
 from .physics import (
     add_noise,
     apply_fourier_filter,
@@ -17,6 +17,7 @@ from .physics import (
     random_shifts,
     rotation_matrices,
 )
+from .simulation import SimulationPlan, check_simulation_memory, seed_entropy, simulate_chunks
 from .templates import render_assemblies
 
 __all__ = ["SegmentationPlan", "make_segmentation_subtomograms"]
@@ -28,8 +29,6 @@ CONTACT_RANGE = (1.2, 2.5)
 #: Placements tried per neighbour before one that comes closer than ``CONTACT_RANGE[0]`` to
 #: an earlier neighbour is accepted.
 PLACEMENT_TRIES = 20
-#: Label volumes are int8: class labels ``1..n_classes`` must stay below this.
-_INT8_MAX = np.iinfo(np.int8).max
 # Spawn key of the per-sample streams; SimulationPlan uses 0 (poses) and 1 (class blocks).
 _SAMPLE_STREAM = 2
 
@@ -66,10 +65,11 @@ class SegmentationBatch:
 class SegmentationPlan:
     """Everything fixed across the samples of one segmentation simulation.
 
-    Builds on :class:`~skdistill.datasets._simulate.SimulationPlan` (synthetic assemblies,
+    Builds on :class:`~skdistill.datasets.simulation.SimulationPlan` (synthetic assemblies,
     CTF times missing-wedge filter, balanced target classes). Sample ``i`` draws its target pose,
     its neighbours and its noise from its own :class:`numpy.random.SeedSequence` child, so any
-    split of the indices into chunks or processes yields the same arrays.
+    split of the indices into chunks or processes yields the same arrays. The parameters are
+    checked as by :func:`make_segmentation_subtomograms` before anything is made.
     """
 
     def __init__(
@@ -86,6 +86,10 @@ class SegmentationPlan:
         mask_threshold: float,
         entropy: int,
     ):
+        check_segmentation_parameters(
+            n_classes=n_classes, crowding=crowding, labels=labels, mask_threshold=mask_threshold
+        )
+        check_simulation_memory(size=size, n_classes=n_classes, crowding=crowding)
         self.base = SimulationPlan(
             n_classes=n_classes,
             size=size,
@@ -160,6 +164,8 @@ class SegmentationPlan:
             total += density[:, j]
         signal = apply_fourier_filter(total, self.base.fourier_filter)
         X = signal if self.snr is None else add_noise(signal, self.snr, rngs)
+        # Only the images: a label volume may rightly be all background.
+        check_simulated_volumes(X, indices, f"{self.base.description}, crowding={self.crowding}")
         return SegmentationBatch(
             X=X,
             y=self._label_volumes(density, classes),
@@ -169,6 +175,16 @@ class SegmentationPlan:
             neighbour_classes=near_classes,
             neighbour_rotations=near_rotations,
             neighbour_shifts=near_shifts,
+        )
+
+    def check_memory(self, n_samples: int, n_jobs: int | None = 1) -> None:
+        """Raise ``MemoryError`` if streaming ``n_samples`` samples needs more than is free."""
+        check_simulation_memory(
+            size=self.size,
+            n_classes=self.n_classes,
+            n_samples=n_samples,
+            n_jobs=n_jobs,
+            crowding=self.crowding,
         )
 
     def _draw_sample(self, rng: np.random.Generator, target: int) -> tuple[np.ndarray, ...]:
@@ -291,15 +307,15 @@ def _first_contact(
 @validate_params(
     {
         "n_samples": [Interval(Integral, 1, None, closed="left")],
-        "size": [Interval(Integral, 4, None, closed="left")],
+        "size": [Integral],
         "n_classes": [Interval(Integral, 1, None, closed="left")],
-        "snr": [Interval(Real, 0, None, closed="neither"), None],
-        "crowding": [Interval(Integral, 0, None, closed="left")],
+        "snr": [Real, None],
+        "crowding": [Integral],
         "labels": [StrOptions({"target", "class"})],
-        "voxel_size": [Interval(Real, 0, None, closed="neither")],
+        "voxel_size": [Real],
         "tilt_range": [tuple, list],
-        "max_shift": [Interval(Real, 0, 0.5, closed="left")],
-        "mask_threshold": [Interval(Real, 0, 1, closed="right")],
+        "max_shift": [Real],
+        "mask_threshold": [Real],
         "random_state": ["random_state"],
         "return_info": ["boolean"],
         "n_jobs": [Integral, None],
@@ -364,27 +380,31 @@ def make_segmentation_subtomograms(
     n_samples : int, default=1000
         Number of subtomograms.
     size : int, default=40
-        Box edge in voxels.
+        Box edge in voxels: large enough that the narrowest template subunit spans half a
+        voxel, as in :func:`make_subtomograms`.
     n_classes : int, default=23
         Number of macromolecule classes; at least 2 when ``crowding > 0``.
     snr : float or None, default=0.05
-        Signal-to-noise ratio (variance ratio) per volume; ``None`` returns noise-free images
-        of the same scenes.
+        Signal-to-noise ratio (variance ratio) per volume, in [1e-6, 1e6]; ``None`` returns
+        noise-free images of the same scenes.
     crowding : int, default=4
-        Neighbours per volume; 0 gives an isolated target.
+        Neighbours per volume, 0 to 32; 0 gives an isolated target.
     labels : {"target", "class"}, default="target"
         ``"target"``: 1 where the target's density is at least ``mask_threshold``, else 0
         (the SSN3D task). ``"class"``: at each voxel, the class index + 1 of the
         macromolecule (target or neighbour) with the highest density there, among those at
         least ``mask_threshold``; ties go to the target; 0 is background.
     voxel_size : float, default=9.2
-        Voxel size in Å.
+        Voxel size in Å, in [0.5, 100] and at most twice the narrowest subunit's width.
     tilt_range : (float, float), default=(-60, 60)
-        Tilt angles in degrees; the rest of Fourier space is the missing wedge.
+        Tilt angles in degrees, ``-90 <= low < high <= 90``; the rest of Fourier space is the
+        missing wedge.
     max_shift : float, default=0.05
-        Largest shift of the target along each axis as a fraction of the box edge.
+        Largest shift of the target along each axis as a fraction of the box edge, in
+        [0, 0.5).
     mask_threshold : float, default=0.5
-        Density threshold of the labels in (0, 1], in units of one subunit's peak (see above).
+        Density threshold of the labels in [0.01, 1], in units of one subunit's peak (see
+        above).
     random_state : int, RandomState instance or None, default=None
         Seed of the simulation.
     return_info : bool, default=False
@@ -420,16 +440,6 @@ def make_segmentation_subtomograms(
     >>> X.shape, X.dtype, y.shape, y.dtype, sorted(set(y.ravel().tolist()))
     ((4, 24, 24, 24), dtype('float32'), (4, 24, 24, 24), dtype('int8'), [0, 1])
     """
-    if crowding > 0 and n_classes < 2:
-        raise ValueError(
-            f"crowding={crowding} needs n_classes >= 2: neighbours are of classes other than "
-            "the target's. Pass n_classes >= 2 or crowding=0."
-        )
-    if labels == "class" and n_classes >= _INT8_MAX:
-        raise ValueError(
-            f"labels='class' stores class index + 1 in int8 label volumes, so n_classes must "
-            f"be at most {_INT8_MAX - 1}, got {n_classes}. Use labels='target' or fewer classes."
-        )
     plan = SegmentationPlan(
         n_classes=n_classes,
         size=size,
@@ -441,6 +451,14 @@ def make_segmentation_subtomograms(
         max_shift=max_shift,
         mask_threshold=mask_threshold,
         entropy=seed_entropy(random_state),
+    )
+    check_simulation_memory(
+        size=size,
+        n_classes=n_classes,
+        n_samples=n_samples,
+        n_jobs=n_jobs,
+        crowding=crowding,
+        keep_output=True,
     )
     parts = list(simulate_chunks(plan, n_samples, n_jobs))
     batch = SegmentationBatch(
