@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 import torch
+from sklearn.exceptions import NotFittedError
 
-from skdistill import Cnn3DClassifier
+from skdistill import Cnn3DClassifier, DistilledClassifier
 from skdistill.exceptions import TrainingDivergedError
 
 from .conftest import FAST
@@ -25,6 +26,39 @@ def test_predict_proba_rows_sum_to_one(fitted, volumes):
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-12)
     np.testing.assert_array_equal(fitted.classes_[proba.argmax(1)], fitted.predict(X))
     np.testing.assert_allclose(np.exp(fitted.predict_log_proba(X)), proba, rtol=1e-6)
+
+
+def test_net_predict_proba_gives_probabilities(fitted, volumes):
+    """The public skorch net used to return logits (predict_nonlinearity=None)."""
+    X, _ = volumes
+    net_proba = fitted.net_.predict_proba(X[:, np.newaxis])
+    np.testing.assert_allclose(net_proba.sum(axis=1), 1.0, rtol=1e-5)
+    fitted.set_params(inference_precision="fp32")
+    try:
+        np.testing.assert_allclose(net_proba, fitted.predict_proba(X), rtol=1e-4, atol=1e-6)
+    finally:
+        fitted.set_params(inference_precision="auto")
+
+
+def test_module_is_the_trained_network(fitted, volumes):
+    X, _ = volumes
+    assert fitted.module_ is fitted.net_.module_
+    fitted.module_.eval()
+    with torch.no_grad():
+        logits = fitted.module_(torch.from_numpy(X[:4, np.newaxis]))
+    np.testing.assert_allclose(
+        torch.softmax(logits.double(), dim=1).numpy(), fitted.predict_proba(X[:4]), atol=1e-4
+    )
+
+
+@pytest.mark.parametrize("estimator", [Cnn3DClassifier, DistilledClassifier])
+@pytest.mark.parametrize("method", ["predict", "predict_proba", "predict_log_proba", "score"])
+def test_unfitted_classifier_raises_not_fitted_error(estimator, method, volumes):
+    X, y = volumes
+    args = (X, y) if method == "score" else (X,)
+    with pytest.raises(NotFittedError):
+        getattr(estimator(), method)(*args)
+    assert not hasattr(estimator(), "module_")
 
 
 def test_learns_toy_volumes(fitted, volumes):

@@ -7,11 +7,14 @@ import sys
 import numpy as np
 import pytest
 import torch
+from sklearn.exceptions import NotFittedError
 from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import GridSearchCV, cross_val_score
 
 from skdistill import Cnn3DSegmenter, DistilledSegmenter
 from skdistill.datasets import make_segmentation_subtomograms
+from skdistill.estimators._base import BaseVolumeEstimator
+from skdistill.estimators._segmenter import label_dtype
 from skdistill.losses import distillation_loss
 from skdistill.metrics import mean_iou, mean_iou_scorer
 
@@ -142,6 +145,73 @@ def test_labels_beyond_n_classes_are_rejected(data):
         Cnn3DSegmenter("unet", n_classes=2, **SMALL_UNET, **FIT).fit(X[:4], y[:4] * 2)
 
 
+@pytest.mark.parametrize("label", [256, 1000, 40000, 10**6])
+@pytest.mark.parametrize("estimator", [Cnn3DSegmenter, DistilledSegmenter])
+def test_label_ids_above_255_are_refused_before_any_network_is_built(
+    estimator, label, data, monkeypatch
+):
+    """Label 1000 used to build a 1001-class net, 10**6 a 65 GB allocation error, and 40000
+    a net whose predict wrapped around int16; now fit refuses them with a ValueError."""
+
+    def no_network(self, seed=0):
+        raise AssertionError("a network was built for out-of-range labels")
+
+    monkeypatch.setattr(BaseVolumeEstimator, "_build_module", no_network)
+    X, y, _, _ = data
+    masks = y[:4].astype(np.float64 if label == 10**6 else np.int32)
+    masks[0, 0, 0, 0] = label
+    with pytest.raises(ValueError, match=rf"label {label}, but .* class ids 0\.\.255"):
+        estimator(**SMALL_UNET, **FIT).fit(X[:4], masks)
+
+
+def test_n_classes_above_256_is_refused(data):
+    X, y, _, _ = data
+    with pytest.raises(ValueError, match=r"n_classes.*range \[2, 256\]"):
+        Cnn3DSegmenter("unet", n_classes=40001, **SMALL_UNET, **FIT).fit(X[:4], y[:4])
+
+
+@pytest.mark.parametrize(
+    ("n_classes", "dtype"),
+    [(2, np.int8), (128, np.int8), (129, np.int16), (256, np.int16), (40001, np.int32)],
+)
+def test_label_dtype_holds_every_class_id(n_classes, dtype):
+    assert label_dtype(n_classes) == dtype
+    assert np.iinfo(label_dtype(n_classes)).max >= n_classes - 1
+
+
+class _LastClassWins(torch.nn.Module):
+    """Logits 0..K-1 at every voxel (plus a trainable term equal across classes)."""
+
+    def __init__(self, n_classes, input_shape, in_channels, **knobs):
+        super().__init__()
+        self.n_classes = n_classes
+        self.scale = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        logits = torch.arange(self.n_classes, dtype=x.dtype, device=x.device)
+        return logits[None, :, None, None, None] + self.scale * x
+
+
+def test_predict_holds_the_largest_allowed_label(seed):
+    X = np.random.default_rng(seed).normal(size=(2, 4, 4, 4)).astype(np.float32)
+    y = np.zeros((2, 4, 4, 4), dtype=np.uint8)
+    y[0, 0, 0, 0] = 255
+    seg = Cnn3DSegmenter(_LastClassWins, **{**FIT, "max_epochs": 1}).fit(X, y)
+    labels = seg.predict(X)
+    assert seg.n_classes_ == 256 and labels.dtype == np.int16
+    assert labels.min() == labels.max() == 255
+
+
+@pytest.mark.parametrize("estimator", [Cnn3DSegmenter, DistilledSegmenter])
+@pytest.mark.parametrize("method", ["predict", "predict_proba", "predict_log_proba", "score"])
+def test_unfitted_segmenter_raises_not_fitted_error(estimator, method, data):
+    _, _, X_test, y_test = data
+    args = (X_test, y_test) if method == "score" else (X_test,)
+    with pytest.raises(NotFittedError):
+        getattr(estimator(), method)(*args)
+    assert not hasattr(estimator(), "module_")
+
+
 def test_unet_knobs_on_ssn3d_are_rejected(data):
     X, y, _, _ = data
     with pytest.raises(ValueError, match="base_filters"):
@@ -255,14 +325,19 @@ def test_frozen_teacher_fitted_on_another_size_is_rejected(fitted, data):
         DistilledSegmenter(FrozenEstimator(fitted), levels=2, **FIT).fit(small_X, small_y)
 
 
-def test_training_scores_take_the_argmax_over_classes(fitted, data):
-    """skorch's default softmax runs over the last axis; the nets must output raw logits so
-    that train/valid voxel accuracies use the class axis."""
+def test_net_predict_proba_is_the_softmax_over_the_class_axis(fitted, data):
+    """skorch's "auto" nonlinearity runs over the last axis: the public skorch net must give
+    per-voxel probabilities over axis 1, equal to the estimator's own predict_proba."""
     _, _, X_test, _ = data
-    raw = fitted.net_.predict_proba(X_test[:, np.newaxis])
+    net_proba = fitted.net_.predict_proba(X_test[:, np.newaxis])
+    assert net_proba.shape == (len(X_test), 2, SIZE, SIZE, SIZE)
+    np.testing.assert_allclose(net_proba.sum(axis=1), 1.0, rtol=1e-5)
     fitted.set_params(inference_precision="fp32")
-    np.testing.assert_allclose(raw, fitted._predict_batches(X_test), rtol=1e-4, atol=1e-5)
-    fitted.set_params(inference_precision="auto")
+    try:
+        np.testing.assert_allclose(net_proba, fitted.predict_proba(X_test), rtol=1e-4, atol=1e-6)
+    finally:
+        fitted.set_params(inference_precision="auto")
+    assert fitted.module_ is fitted.net_.module_
 
 
 def test_inference_batches_are_counted_in_voxels(fitted, data):

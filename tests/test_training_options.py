@@ -1,9 +1,10 @@
 """Optimizer choice and progress reporting of the training loop."""
 
+import numpy as np
 import pytest
 from sklearn.utils._param_validation import InvalidParameterError
 
-from skdistill import Cnn3DClassifier, DistilledClassifier
+from skdistill import Cnn3DClassifier, Cnn3DSegmenter, DistilledClassifier, DistilledSegmenter
 from skdistill.estimators._base import split_train_valid
 from skdistill.utils.device import draw_seed
 
@@ -67,3 +68,48 @@ def test_validation_accuracy_in_history_matches_predictions(volumes):
     _, valid = split_train_valid(len(X), y, 0.25, draw_seed(0))
     assert clf.history_[-1, "valid_acc"] == pytest.approx(clf.score(X[valid], y[valid]))
     assert clf.validation_score_ == pytest.approx(clf.history_[-1, "valid_acc"])
+
+
+def _four_estimators(**params):
+    """One of each estimator, tiny and fast, with the same training parameters."""
+    unet = {"base_filters": 2, "levels": 2, "last_filters": 2}
+    teacher = Cnn3DClassifier(arch="tiny", **FAST, random_state=0)
+    return [
+        Cnn3DClassifier(arch="tiny", **{**FAST, **params}),
+        DistilledClassifier(teacher, student_arch="tiny", **{**FAST, **params}),
+        Cnn3DSegmenter("unet", **unet, **{**FAST, **params}),
+        DistilledSegmenter(
+            Cnn3DSegmenter("unet", **unet, **{**FAST, "max_epochs": 1}),
+            student_arch="unet",
+            **unet,
+            **{**FAST, **params},
+        ),
+    ]
+
+
+def _data_for(estimator, volumes):
+    X, y = volumes
+    if getattr(estimator, "_segments_volumes", False):
+        return X[:8], (X[:8] > 0.5).astype(np.int8)
+    return X, y
+
+
+@pytest.mark.parametrize("estimator", _four_estimators(early_stopping=3))
+def test_early_stopping_without_validation_split_is_refused(estimator, volumes):
+    """early_stopping used to be silently ignored when validation_fraction=None."""
+    X, y = _data_for(estimator, volumes)
+    with pytest.raises(ValueError, match=r"early_stopping=3 .* validation_fraction=None.*"):
+        estimator.fit(X, y)
+
+
+@pytest.mark.parametrize(
+    ("estimator", "patience"),
+    zip(_four_estimators(max_epochs=1, validation_fraction=0.25), [5, 5, 20, 20], strict=True),
+)
+def test_auto_early_stopping_follows_the_validation_split(estimator, patience, volumes):
+    X, y = _data_for(estimator, volumes)
+    assert estimator.early_stopping == "auto"
+    estimator.fit(X, y)
+    assert dict(estimator.net_.callbacks_)["early_stopping"].patience == patience
+    estimator.set_params(validation_fraction=None).fit(X, y)
+    assert "early_stopping" not in dict(estimator.net_.callbacks_)

@@ -41,7 +41,7 @@ TRAINING_PARAMETER_CONSTRAINTS: dict = {
     "momentum": [Interval(Real, 0, 1, closed="left")],
     "nesterov": ["boolean"],
     "lr_decay": [Interval(Real, 0, None, closed="left")],
-    "early_stopping": [Interval(Integral, 1, None, closed="left"), None],
+    "early_stopping": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
     "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
     "device": [str, torch.device],
     "precision": [StrOptions(set(PRECISIONS))],
@@ -63,6 +63,8 @@ class BaseVolumeEstimator(BaseEstimator, metaclass=ABCMeta):
     """
 
     _arch_parameter: str
+    #: Early-stopping patience that ``early_stopping="auto"`` means with a validation split.
+    _auto_patience: int = 5
 
     def _training_config(self) -> TrainingConfig:
         if self.optimizer == "sgd" and self.nesterov and self.momentum == 0:
@@ -77,12 +79,28 @@ class BaseVolumeEstimator(BaseEstimator, metaclass=ABCMeta):
             momentum=self.momentum,
             nesterov=self.nesterov,
             lr_decay=self.lr_decay,
-            early_stopping=self.early_stopping,
+            early_stopping=self._patience(),
             device=self.device_,
             verbose=self.verbose,
             precision=self.precision_,
             description=self._description(),
         )
+
+    def _patience(self) -> int | None:
+        """Early-stopping patience: ``"auto"`` stops early only with a validation split."""
+        if self.early_stopping == "auto":
+            return None if self.validation_fraction is None else self._auto_patience
+        return self.early_stopping
+
+    def _check_early_stopping(self) -> None:
+        """Raise if an early-stopping patience is given without a validation split."""
+        if self.validation_fraction is None and self.early_stopping not in ("auto", None):
+            raise ValueError(
+                f"early_stopping={self.early_stopping} monitors the validation loss, but "
+                "validation_fraction=None holds out no validation data. Set "
+                "validation_fraction (e.g. 0.2), or early_stopping=None to train for "
+                "max_epochs."
+            )
 
     def _description(self) -> str:
         """Short name of the network being trained, for progress bars."""
@@ -91,6 +109,7 @@ class BaseVolumeEstimator(BaseEstimator, metaclass=ABCMeta):
 
     def _validate_fit_inputs(self, X) -> np.ndarray:
         """Validate X at fit time; store shape, channels and the resolved device."""
+        self._check_early_stopping()
         X = validate_volumes(self, X, reset=True)
         self.input_shape_ = tuple(int(s) for s in X.shape[2:])
         self.n_channels_ = int(X.shape[1])
@@ -149,6 +168,12 @@ class BaseVolumeEstimator(BaseEstimator, metaclass=ABCMeta):
         self.n_parameters_ = count_parameters(net.module_)
         net.train_split = None  # the validation data need not outlive fit
         self.net_ = net
+
+    @property
+    def module_(self) -> torch.nn.Module:
+        """The trained PyTorch network, mapping volumes ``(n, C, D, H, W)`` to logits."""
+        check_is_fitted(self, "net_")
+        return self.net_.module_
 
     # -- prediction ------------------------------------------------------------------
     def _predict_batches(self, X, reduce=None) -> np.ndarray:

@@ -43,9 +43,11 @@ class Cnn3DClassifier(BaseVolumeClassifier):
         Use Nesterov momentum (SGD only).
     lr_decay : float, default=1e-7
         Keras-style decay: the learning rate at iteration ``i`` is ``lr / (1 + lr_decay * i)``.
-    early_stopping : int or None, default=5
+    early_stopping : int, "auto" or None, default="auto"
         Stop after this many epochs without a lower validation loss and restore the best
-        weights. ``None`` trains for ``max_epochs``. Needs ``validation_fraction``.
+        weights. ``"auto"``: 5 epochs when ``validation_fraction`` is set, no early stopping
+        when it is None. ``None`` trains for ``max_epochs``. An int needs
+        ``validation_fraction``: with ``validation_fraction=None`` fit raises ``ValueError``.
     validation_fraction : float or None, default=0.2
         Share of the training rows held out (stratified by class) for validation loss,
         accuracy and early stopping. ``None`` holds out nothing.
@@ -85,8 +87,13 @@ class Cnn3DClassifier(BaseVolumeClassifier):
         Device the network lives on.
     precision_ : str
         Training precision used (``"fp32"`` or ``"bf16"``).
+    module_ : torch.nn.Module
+        The trained PyTorch network, mapping volumes ``(n, C, D, H, W)`` to logits
+        ``(n, n_classes)``; the same object as ``net_.module_``.
     net_ : skorch.NeuralNet
-        The trained skorch net; ``net_.module_`` is the PyTorch module.
+        The skorch net that trained ``module_``. Its ``predict_proba`` returns
+        probabilities (softmax over axis 1) as skorch documents; it takes 5D float32
+        volumes and runs at the training ``precision``.
     history_ : skorch.history.History
         Per-epoch ``train_loss``, ``valid_loss``, ``train_acc``, ``valid_acc``, ``dur``.
     n_iter_ : int
@@ -126,7 +133,7 @@ class Cnn3DClassifier(BaseVolumeClassifier):
         momentum=0.9,
         nesterov=True,
         lr_decay=1e-7,
-        early_stopping=5,
+        early_stopping="auto",
         validation_fraction=0.2,
         device="auto",
         precision="fp32",

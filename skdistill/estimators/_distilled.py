@@ -66,8 +66,10 @@ validation_fraction, device, precision, inference_precision, random_state, verbo
         Device the student lives on.
     precision_ : str
         Student training precision used (``"fp32"`` or ``"bf16"``).
+    module_ : torch.nn.Module
+        The trained student network (logits); the same object as ``net_.module_``.
     net_ : skorch.NeuralNet
-        The trained student net.
+        The skorch net that trained the student (see :class:`Cnn3DClassifier`).
     history_ : skorch.history.History
         Student's per-epoch ``train_loss``, ``valid_loss`` (distillation loss),
         ``train_acc``, ``valid_acc`` (accuracy on labeled rows), ``dur``.
@@ -129,7 +131,7 @@ validation_fraction, device, precision, inference_precision, random_state, verbo
         momentum=0.9,
         nesterov=True,
         lr_decay=1e-7,
-        early_stopping=5,
+        early_stopping="auto",
         validation_fraction=0.2,
         device="auto",
         precision="fp32",

@@ -31,6 +31,7 @@ __all__ = [
     "close_progress_bars",
     "epoch_summary",
     "make_net",
+    "softmax_over_class_axis",
 ]
 
 
@@ -270,10 +271,19 @@ def make_net(
         verbose=int(config.verbose >= 2),
         precision=config.precision,
         # skorch's "auto" softmax runs over the last axis, wrong for voxel logits
-        # (n, K, D, H, W); the scoring callbacks only need argmax over axis 1.
-        predict_nonlinearity=None,
+        # (n, K, D, H, W): net.predict_proba takes the softmax over the class axis instead.
+        predict_nonlinearity=softmax_over_class_axis,
         **criterion_params,
     )
+
+
+def softmax_over_class_axis(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over axis 1, the class axis of ``(n, K)`` and ``(n, K, D, H, W)`` logits.
+
+    The nets' ``predict_nonlinearity``: ``net.predict_proba`` then returns probabilities,
+    as skorch documents, for classifiers and segmenters alike.
+    """
+    return torch.softmax(logits, dim=1)
 
 
 def _optimizer_params(config: TrainingConfig) -> dict:

@@ -10,7 +10,7 @@ import torch
 from sklearn.base import _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_array, check_is_fitted
 
 from ..architectures.segmentation import (
     build_segmentation_network,
@@ -19,7 +19,12 @@ from ..architectures.segmentation import (
 )
 from ..metrics import mean_iou
 from ..utils.device import draw_seed
-from ..utils.validation import check_label_volumes, input_ndim
+from ..utils.validation import (
+    MAX_SEGMENTATION_CLASSES,
+    check_label_volumes,
+    check_segmentation_labels,
+    input_ndim,
+)
 from ._base import (
     TRAINING_PARAMETER_CONSTRAINTS,
     BaseVolumeEstimator,
@@ -36,7 +41,7 @@ UNET_KNOBS = ("base_filters", "filter_multiplier", "levels", "last_filters")
 
 SEGMENTER_CONSTRAINTS: dict = {
     **TRAINING_PARAMETER_CONSTRAINTS,
-    "n_classes": [Interval(Integral, 2, None, closed="left"), None],
+    "n_classes": [Interval(Integral, 2, MAX_SEGMENTATION_CLASSES, closed="both"), None],
     "base_filters": [Interval(Integral, 1, None, closed="left"), None],
     "filter_multiplier": [Interval(Real, 0, None, closed="neither"), None],
     "levels": [Interval(Integral, 2, None, closed="left"), None],
@@ -60,6 +65,8 @@ class _BaseSegmenter(BaseVolumeEstimator):
 
     #: Marks segmenters for the distilled estimators' teacher checks.
     _segments_volumes = True
+    #: The SSN3D paper's early-stopping patience, used by ``early_stopping="auto"``.
+    _auto_patience = 20
 
     def _knobs(self) -> dict:
         return {k: getattr(self, k) for k in UNET_KNOBS if getattr(self, k) is not None}
@@ -75,17 +82,24 @@ class _BaseSegmenter(BaseVolumeEstimator):
 
     def _validate_segmentation_inputs(self, X, y) -> tuple[np.ndarray, np.ndarray]:
         """Validate volumes and label masks; set ``n_classes_``, ``classes_``."""
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None. "
+                "Pass one label volume (n_samples, D, H, W) per volume."
+            )
         if input_ndim(X) == 2:
+            # The generic array checks first (sparse, complex, non-finite, empty input).
+            check_array(X, dtype=np.float32, input_name="X", estimator=self)
             raise ValueError(
                 "Segmentation needs volumes (n_samples, D, H, W) or (n_samples, 1, D, H, W), "
                 "not 2D feature rows."
             )
         X = self._validate_fit_inputs(X)
-        masks = check_masks(y, len(X), self.input_shape_)
-        n_classes = self.n_classes if self.n_classes is not None else max(2, masks.max() + 1)
-        if masks.max() >= n_classes:
+        masks, largest = check_masks(y, len(X), self.input_shape_)
+        n_classes = self.n_classes if self.n_classes is not None else max(2, largest + 1)
+        if largest >= n_classes:
             raise ValueError(
-                f"y holds label {masks.max()} but n_classes={n_classes}; labels must be in "
+                f"y holds label {largest} but n_classes={n_classes}; labels must be in "
                 f"0..{n_classes - 1}. Raise n_classes or relabel the masks."
             )
         self.n_classes_ = int(n_classes)
@@ -152,9 +166,10 @@ class _BaseSegmenter(BaseVolumeEstimator):
         -------
         ndarray of shape (n_samples, D, H, W), dtype int8
             Labels ``0..n_classes_ - 1``; int8 like the simulator's masks and the MRC label
-            volumes (int16 above 128 classes), a byte per voxel.
+            volumes, a byte per voxel; int16 above 128 classes (:func:`label_dtype`).
         """
-        label_type = torch.int8 if self.n_classes_ <= 128 else torch.int16
+        check_is_fitted(self, "net_")
+        label_type = getattr(torch, label_dtype(self.n_classes_).name)
 
         def labels(logits: torch.Tensor) -> torch.Tensor:
             # Reduced on the device, batch by batch: only labels reach host memory.
@@ -184,10 +199,10 @@ class _BaseSegmenter(BaseVolumeEstimator):
         if sample_weight is not None:
             raise ValueError("sample_weight is not supported by the mean IoU score.")
         check_is_fitted(self, "net_")
-        masks = check_masks(y, len(X), self.input_shape_, keep_integer_dtype=True)
-        if masks.max() >= self.n_classes_:
+        masks, largest = check_masks(y, len(X), self.input_shape_, keep_integer_dtype=True)
+        if largest >= self.n_classes_:
             raise ValueError(
-                f"y holds label {masks.max()}, but this segmenter was fitted on "
+                f"y holds label {largest}, but this segmenter was fitted on "
                 f"{self.n_classes_} classes (labels 0..{self.n_classes_ - 1})."
             )
         return mean_iou(masks, self.predict(X))
@@ -201,15 +216,28 @@ class _BaseSegmenter(BaseVolumeEstimator):
         return tags
 
 
+def label_dtype(n_classes: int) -> np.dtype:
+    """The smallest signed integer type holding the labels ``0..n_classes - 1``.
+
+    int8 up to 128 classes, int16 up to ``MAX_SEGMENTATION_CLASSES`` (and beyond, wider
+    types, so that predicted labels can never wrap around).
+    """
+    for dtype in (np.int8, np.int16, np.int32):
+        if n_classes - 1 <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.int64)
+
+
 def check_masks(
     y, n_samples: int, input_shape: tuple[int, ...], *, keep_integer_dtype: bool = False
-) -> np.ndarray:
+) -> tuple[np.ndarray, int]:
     """Check label volumes against the volumes they label; return them as integers.
 
     Parameters
     ----------
     y : array-like of shape (n_samples, D, H, W) or (n_samples, 1, D, H, W)
-        Integer labels (``0`` background); floats must be whole numbers.
+        Integer labels: class ids ``0`` (background) to ``MAX_SEGMENTATION_CLASSES - 1``
+        (255); floats must be whole numbers.
     n_samples : int
         Number of volumes.
     input_shape : tuple of int
@@ -217,15 +245,18 @@ def check_masks(
     keep_integer_dtype : bool, default=False
         Return integer (or boolean) masks in their own dtype, without an int64 copy
         (scoring needs no more; training targets must be int64).
+
+    Returns
+    -------
+    masks : ndarray of shape (n_samples, D, H, W)
+    largest : int
+        The largest label.
     """
     masks = check_label_volumes(y, (n_samples, *input_shape), name="y")
+    largest = check_segmentation_labels(masks, name="y")  # before any cast can wrap
     if not (keep_integer_dtype and masks.dtype.kind in "biu"):
         masks = masks.astype(np.int64)
-    if masks.min() < 0:
-        raise ValueError(
-            f"y holds the negative label {masks.min()}; labels are 0 (background) to n_classes - 1."
-        )
-    return masks
+    return masks, largest
 
 
 class Cnn3DSegmenter(_BaseSegmenter):
@@ -236,6 +267,11 @@ class Cnn3DSegmenter(_BaseSegmenter):
     is set by four knobs (Matuszewski & Sintorn 2019). Defaults follow the SSN3D paper's
     training: Adam, lr 1e-3, batch 128, at most 150 epochs, early stopping patience 20.
 
+    Label volumes hold class ids ``0`` (background) to ``n_classes - 1``, at most 255 (256
+    classes, :data:`skdistill.utils.validation.MAX_SEGMENTATION_CLASSES`): the network has
+    one output per class id, so larger ids (instance ids, sparse label values) are refused
+    with a ``ValueError`` before any network is built; relabel them to consecutive ids.
+
     Parameters
     ----------
     arch : str or callable, default="ssn3d"
@@ -243,7 +279,8 @@ class Cnn3DSegmenter(_BaseSegmenter):
         ``"ssn3d_fcn8"``, ``"ssn3d_fcn1"``, ``"ssn3d_aspp"``, ``"unet"``, or a factory
         ``(n_classes, input_shape, in_channels, **knobs) -> torch.nn.Module``.
     n_classes : int or None, default=None
-        Number of classes (background included); ``None``: ``max(y) + 1`` (at least 2).
+        Number of classes (background included), 2 to 256; ``None``: ``max(y) + 1`` (at
+        least 2).
     base_filters, filter_multiplier, levels, last_filters : int, float or None, default=None
         The light U-Net's size knobs (feature maps of the first level, growth per level,
         number of levels, feature maps of the last two convolutions); ``None`` keeps the
@@ -255,7 +292,8 @@ class Cnn3DSegmenter(_BaseSegmenter):
     max_epochs, batch_size, lr, optimizer, momentum, nesterov, lr_decay, early_stopping, \
 validation_fraction, device, precision, inference_precision, random_state, verbose
         Training and prediction settings as in :class:`~skdistill.Cnn3DClassifier`, with
-        the defaults listed in the signature.
+        the defaults listed in the signature; ``early_stopping="auto"`` means a patience of
+        20 epochs with a validation split and none without.
 
     Attributes
     ----------
@@ -265,9 +303,10 @@ validation_fraction, device, precision, inference_precision, random_state, verbo
         ``arange(n_classes_)``: the label values.
     class_weight_ : ndarray or None
         Class weights used in the loss.
-    input_shape_, n_channels_, device_, precision_, net_, history_, n_iter_, best_epoch_, \
-validation_score_, n_parameters_
-        As in :class:`~skdistill.Cnn3DClassifier` (accuracies are voxel accuracies).
+    input_shape_, n_channels_, device_, precision_, module_, net_, history_, n_iter_, \
+best_epoch_, validation_score_, n_parameters_
+        As in :class:`~skdistill.Cnn3DClassifier` (accuracies are voxel accuracies;
+        ``module_`` maps volumes to voxel logits ``(n, n_classes, D, H, W)``).
 
     Examples
     --------
@@ -302,7 +341,7 @@ validation_score_, n_parameters_
         momentum=0.9,
         nesterov=True,
         lr_decay=0.0,
-        early_stopping=20,
+        early_stopping="auto",
         validation_fraction=0.2,
         device="auto",
         precision="fp32",
@@ -395,8 +434,8 @@ validation_fraction, device, precision, inference_precision, random_state, verbo
 
     Attributes
     ----------
-    n_classes_, classes_, class_weight_, net_, history_, n_parameters_
-        As in :class:`Cnn3DSegmenter`.
+    n_classes_, classes_, class_weight_, module_, net_, history_, n_parameters_
+        As in :class:`Cnn3DSegmenter` (of the student).
     teacher_n_parameters_ : int or None
         Parameters of the teacher.
     compression_rate_ : float or None
@@ -437,7 +476,7 @@ validation_fraction, device, precision, inference_precision, random_state, verbo
         momentum=0.9,
         nesterov=True,
         lr_decay=0.0,
-        early_stopping=20,
+        early_stopping="auto",
         validation_fraction=0.2,
         device="auto",
         precision="fp32",

@@ -13,14 +13,20 @@ from sklearn.utils.validation import (
 )
 
 __all__ = [
+    "MAX_SEGMENTATION_CLASSES",
     "UNLABELED",
     "check_label_volumes",
     "check_labels",
     "check_n_classes",
+    "check_segmentation_labels",
     "input_ndim",
     "unlabeled_mask",
     "validate_volumes",
 ]
+
+#: Most classes a segmenter takes: label ids 0..255, as in 8-bit label maps. Larger ids
+#: would build a network with one output channel per id up to the largest.
+MAX_SEGMENTATION_CLASSES = 256
 
 #: Label value of unlabeled rows (scikit-learn's ``SelfTrainingClassifier`` convention).
 UNLABELED = -1
@@ -215,3 +221,39 @@ def check_label_volumes(masks, shape: tuple[int, ...], *, name: str = "masks") -
                 f"Threshold or round the label volumes first (e.g. {name}.astype(np.int8))."
             )
     return masks
+
+
+def check_segmentation_labels(masks: np.ndarray, *, name: str = "y") -> int:
+    """Check that label volumes hold class ids ``0..MAX_SEGMENTATION_CLASSES - 1``.
+
+    Runs on the masks in their own dtype (before any cast to an integer type, which could
+    wrap large or huge values), so nothing is allocated for a refused mask.
+
+    Parameters
+    ----------
+    masks : ndarray
+        Label volumes, as returned by :func:`check_label_volumes`.
+    name : str, default="y"
+        The argument's name, for error messages.
+
+    Returns
+    -------
+    int
+        The largest label.
+    """
+    # Whole numbers (check_label_volumes), so int() is exact, also for float masks.
+    smallest, largest = int(masks.min()), int(masks.max())
+    if smallest < 0:
+        raise ValueError(
+            f"{name} holds the negative label {smallest}; labels are class ids 0 "
+            "(background) to n_classes - 1."
+        )
+    if largest >= MAX_SEGMENTATION_CLASSES:
+        raise ValueError(
+            f"{name} holds the label {largest}, but segmentation labels are class ids "
+            f"0..{MAX_SEGMENTATION_CLASSES - 1} (at most {MAX_SEGMENTATION_CLASSES} classes, "
+            "0 for background): the network has one output per class id up to the largest. "
+            "Relabel the masks to consecutive class ids, e.g. "
+            f"np.unique({name}, return_inverse=True)[1].reshape({name}.shape)."
+        )
+    return largest
