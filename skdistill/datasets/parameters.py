@@ -64,7 +64,8 @@ MIN_SIZE = 4
 MIN_SUBUNIT_SIGMA = 0.5
 #: Label threshold of segmentation data, in units of one subunit's peak density: 0.01 keeps
 #: voxels within 3 widths (sigmas) of a subunit, out in the tails that the CTF blurs away;
-#: lower ones would label almost the whole box.
+#: lower ones label ever more of the empty space around it (1e-9: 6.4 widths, 38 % of a
+#: 16^3 box with one neighbour).
 MASK_THRESHOLD_RANGE = (0.01, 1.0)
 #: Neighbours per segmentation volume: twelve equal spheres can touch a central one, so
 #: beyond a few dozen neighbours pile onto each other instead of crowding the target.
@@ -193,7 +194,8 @@ def check_segmentation_parameters(
         mask_threshold,
         MASK_THRESHOLD_RANGE,
         "",
-        "in units of one subunit's peak density; lower thresholds label almost the whole box",
+        "in units of one subunit's peak density; 0.01 already labels 3 subunit widths (sigmas) "
+        "around each subunit, lower ones the empty space around it",
     )
 
 
