@@ -35,13 +35,21 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import starfile
+
+from ._star_values import (
+    PixelSizeWarning,
+    check_3d,
+    image_size,
+    numeric,
+    optics_per_particle,
+    voxel_size_of,
+)
 
 __all__ = [
     "CLASS_NAME_LABEL",
@@ -64,23 +72,9 @@ MASK_NAME_LABEL = "rlnMaskName"
 _ANGLE_LABELS = ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")
 _ORIGIN_ANGST_LABELS = ("rlnOriginXAngst", "rlnOriginYAngst", "rlnOriginZAngst")
 _ORIGIN_PIXEL_LABELS = ("rlnOriginX", "rlnOriginY", "rlnOriginZ")
-#: Optics groups whose pixel sizes differ by less than this fraction are read together.
-_PIXEL_SIZE_TOLERANCE = 0.01
-_NEEDS_3D = (
-    "skdistill needs 3D subtomograms. In RELION 5, run Extract subtomos again with 'Write "
-    "output as 2D stacks?' set to No (RELION 4's pseudo-subtomograms and Warp's exported "
-    "subtomograms are 3D already)."
-)
 # starfile reads quotes, '#' comments and NA markers specially, so names holding them would
 # not read back as written.
 _BAD_NAME = re.compile(r"[\"'#\x00-\x1f\x7f]|^\s|\s$|^$|^(nan|NaN|<NA>)$")
-
-
-class PixelSizeWarning(UserWarning):
-    """Pixel sizes disagree a little: between optics groups, or between STAR and MRC header.
-
-    The message names the values and the one skdistill uses.
-    """
 
 
 @dataclass
@@ -236,14 +230,14 @@ def read_particles_star(path: str | os.PathLike) -> ParticleTable:
         )
     if len(particles) == 0:
         raise ValueError(f"STAR file {path} lists no particles; add particles to it.")
-    optics = _optics_per_particle(path, blocks.get("optics"), particles)
-    _check_3d(path, blocks.get("general"), optics, particles)
+    optics = optics_per_particle(path, blocks.get("optics"), particles)
+    check_3d(path, blocks.get("general"), optics, particles)
 
     paths, stack_indices = _image_paths(path, particles["rlnImageName"])
     mask_paths, mask_stack_indices = None, None
     if MASK_NAME_LABEL in particles.columns:
         mask_paths, mask_stack_indices = _resolve_names(path, particles[MASK_NAME_LABEL])
-    voxel_size, voxel_size_label = _voxel_size(path, optics, particles)
+    voxel_size, voxel_size_label = voxel_size_of(path, optics, particles)
     labels = _labels(path, particles)
     class_names = _class_names(path, blocks.get("classes"))
     if labels is not None and class_names is not None and labels.max() >= len(class_names):
@@ -263,7 +257,7 @@ def read_particles_star(path: str | os.PathLike) -> ParticleTable:
         mask_paths=mask_paths,
         mask_stack_indices=mask_stack_indices,
         voxel_size_label=voxel_size_label,
-        image_size=_image_size(path, optics, particles),
+        image_size=image_size(path, optics, particles),
     )
 
 
@@ -335,134 +329,11 @@ def _stack_index(star: Path, name: str, index: str) -> int:
     return int(index) - 1
 
 
-def _optics_per_particle(star: Path, optics, particles: pd.DataFrame) -> pd.DataFrame | None:
-    """The ``data_optics`` row of each particle (rows in particle order), or None."""
-    if not isinstance(optics, pd.DataFrame) or len(optics) == 0:
-        return None
-    if "rlnOpticsGroup" not in optics.columns or "rlnOpticsGroup" not in particles.columns:
-        # Without group numbers every optics row may apply; each is checked against the others.
-        return optics.reset_index(drop=True)
-    groups = _numeric(star, particles, "rlnOpticsGroup", "data_particles")
-    table = optics.set_axis(_numeric(star, optics, "rlnOpticsGroup", "data_optics"))
-    unknown = sorted(set(groups) - set(table.index))
-    if unknown:
-        raise ValueError(
-            f"STAR file {star} assigns particles to optics groups {unknown} that its "
-            "data_optics block does not define; add them to data_optics."
-        )
-    return table.loc[groups].reset_index(drop=True)
-
-
-def _check_3d(star: Path, general, optics: pd.DataFrame | None, particles: pd.DataFrame) -> None:
-    """Refuse STAR files that list 2D images (tilt-image stacks, 2D particles)."""
-    if isinstance(general, dict) and "rlnTomoSubTomosAre2DStacks" in general:
-        if str(general["rlnTomoSubTomosAre2DStacks"]).strip() not in ("0", "0.0", "False"):
-            raise ValueError(
-                f"STAR file {star} lists RELION 5 particles stored as 2D stacks of tilt "
-                "images (rlnTomoSubTomosAre2DStacks = 1 in data_general), not 3D "
-                f"subtomograms. {_NEEDS_3D}"
-            )
-    for frame, block in ((optics, "data_optics"), (particles, "data_particles")):
-        if frame is not None and "rlnImageDimensionality" in frame.columns:
-            dimensions = _numeric(star, frame, "rlnImageDimensionality", block)
-            if np.any(dimensions != 3):
-                raise ValueError(
-                    f"STAR file {star} lists {int(dimensions[dimensions != 3].iloc[0])}D "
-                    f"images (rlnImageDimensionality in {block}), not 3D subtomograms. "
-                    f"{_NEEDS_3D}"
-                )
-
-
-def _image_size(star: Path, optics: pd.DataFrame | None, particles: pd.DataFrame) -> int | None:
-    """The one box size ``rlnImageSize`` of the particles, or None."""
-    for frame, block in ((optics, "data_optics"), (particles, "data_particles")):
-        if frame is not None and "rlnImageSize" in frame.columns:
-            sizes = np.unique(_numeric(star, frame, "rlnImageSize", block))
-            return int(sizes[0]) if len(sizes) == 1 else None
-    return None
-
-
-def _pixel_sizes(
-    star: Path, optics: pd.DataFrame | None, particles: pd.DataFrame
-) -> tuple[np.ndarray | None, str | None]:
-    """Pixel size in Å of each particle (or optics row), and the labels it was read from."""
-    for frame, block in ((optics, "data_optics"), (particles, "data_particles")):
-        if frame is None:
-            continue
-        columns = set(frame.columns)
-        if "rlnImagePixelSize" in columns:
-            sizes = _numeric(star, frame, "rlnImagePixelSize", block)
-            return np.asarray(sizes, dtype=np.float64), "rlnImagePixelSize"
-        if "rlnTomoTiltSeriesPixelSize" in columns:
-            sizes = _numeric(star, frame, "rlnTomoTiltSeriesPixelSize", block)
-            label = "rlnTomoTiltSeriesPixelSize"
-            if "rlnTomoSubtomogramBinning" in columns:
-                sizes = sizes * _numeric(star, frame, "rlnTomoSubtomogramBinning", block)
-                label += " x rlnTomoSubtomogramBinning"
-            return np.asarray(sizes, dtype=np.float64), label
-        if {"rlnDetectorPixelSize", "rlnMagnification"} <= columns:
-            # RELION 3.0 and Warp: detector pixel in µm, magnification; 1 µm = 10^4 Å.
-            detector = _numeric(star, frame, "rlnDetectorPixelSize", block)
-            magnification = _numeric(star, frame, "rlnMagnification", block)
-            sizes = np.asarray(detector * 1e4 / magnification, dtype=np.float64)
-            return sizes, "rlnDetectorPixelSize x 10^4 / rlnMagnification"
-    return None, None
-
-
-def _voxel_size(
-    star: Path, optics: pd.DataFrame | None, particles: pd.DataFrame
-) -> tuple[float | None, str | None]:
-    sizes, label = _pixel_sizes(star, optics, particles)
-    if sizes is None or not np.any(sizes > 0):
-        return None, None
-    if not np.all(np.isfinite(sizes) & (sizes > 0)):
-        raise ValueError(
-            f"STAR file {star} has pixel sizes {np.unique(sizes).tolist()} Å ({label}); pixel "
-            "sizes must be positive. Fix the STAR file."
-        )
-    values, counts = np.unique(sizes, return_counts=True)
-    chosen = float(values[np.argmax(counts)])
-    spread = (values.max() - values.min()) / values.min()
-    if spread <= 1e-6:
-        return chosen, label
-    listed = ", ".join(f"{value:g}" for value in values)
-    if spread >= _PIXEL_SIZE_TOLERANCE:
-        raise ValueError(
-            f"STAR file {star} mixes pixel sizes {listed} Å ({label}), which differ by "
-            f"{spread:.1%}; subtomograms of one data set must share a voxel size. Rescale "
-            "them to one pixel size (e.g. relion_image_handler --i in.mrc --o out.mrc "
-            "--angpix OLD --rescale_angpix NEW) and list them with that pixel size."
-        )
-    warnings.warn(
-        f"STAR file {star} mixes pixel sizes {listed} Å ({label}), which differ by "
-        f"{spread:.2%} (under 1%, as in merged data sets); using {chosen:g} Å, the pixel "
-        f"size of most particles ({counts.max()} of {len(sizes)}). Rescale the subtomograms "
-        "to one pixel size if the difference matters.",
-        PixelSizeWarning,
-        stacklevel=2,
-    )
-    return chosen, label
-
-
-def _numeric(star: Path, frame: pd.DataFrame, label: str, block: str) -> pd.Series:
-    """Column ``label`` as numbers; a ``ValueError`` names the file, block, column and value."""
-    column = frame[label]
-    values = pd.to_numeric(column, errors="coerce")
-    bad = values.isna()
-    if bad.any():
-        row = int(np.flatnonzero(np.asarray(bad))[0])
-        raise ValueError(
-            f"STAR file {star} has the non-numeric value {column.iloc[row]!r} in column "
-            f"{label} of {block} (row {row + 1}); {label} must hold numbers. Fix that row."
-        )
-    return values
-
-
 def _labels(star: Path, particles: pd.DataFrame) -> np.ndarray | None:
     if "rlnClassNumber" not in particles.columns:
         return None
     numbers = np.asarray(
-        _numeric(star, particles, "rlnClassNumber", "data_particles"), dtype=np.float64
+        numeric(star, particles, "rlnClassNumber", "data_particles"), dtype=np.float64
     )
     if not (np.all(np.isfinite(numbers)) and np.all(numbers == np.round(numbers))):
         raise ValueError(
@@ -498,7 +369,7 @@ def _columns(
         return None
     return np.stack(
         [
-            np.asarray(_numeric(star, particles, label, "data_particles"), dtype=np.float64)
+            np.asarray(numeric(star, particles, label, "data_particles"), dtype=np.float64)
             if label in particles.columns
             else np.zeros(len(particles))
             for label in labels
