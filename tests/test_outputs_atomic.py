@@ -142,6 +142,7 @@ def test_sigterm_handler_is_restored_and_an_applications_own_is_kept(tmp_path):
     with publish_directory(tmp_path / "a"):
         assert callable(signal.getsignal(signal.SIGTERM))
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
     def own(signum, frame):
         pass
@@ -153,6 +154,38 @@ def test_sigterm_handler_is_restored_and_an_applications_own_is_kept(tmp_path):
         assert signal.getsignal(signal.SIGTERM) is own
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _signal_during(monkeypatch, step: str, signum: int) -> None:
+    """Send ``signum`` to this process at the start of ``atomic.<step>``."""
+    original = getattr(atomic, step)
+
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signum)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(atomic, step, interrupted)
+
+
+def test_sigterm_while_publishing_waits_until_the_set_is_published(tmp_path, monkeypatch):
+    target = tmp_path / "out"
+    _publish(target, {"old": "1"})
+    _signal_during(monkeypatch, "_publish", signal.SIGTERM)
+    with pytest.raises(SystemExit) as exit_info:
+        _publish(target, {"new": "2"}, overwrite=True)
+    assert exit_info.value.code == 143
+    assert _names(target) == ["new"]
+    assert _names(tmp_path) == ["out"]  # the old set (in the private folder) was removed
+
+
+def test_ctrl_c_while_cleaning_up_does_not_cut_the_clean_up_short(tmp_path, monkeypatch):
+    target = tmp_path / "out"
+    _publish(target, {"old": "1"})
+    _signal_during(monkeypatch, "_remove", signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        _publish(target, {"new": "2"}, overwrite=True)
+    assert _names(target) == ["new"]
+    assert _names(tmp_path) == ["out"]
 
 
 def test_write_subtomograms_replaces_a_larger_set_entirely(tmp_path):

@@ -12,8 +12,10 @@ complete new set, never a mix, whatever happens to the writer:
   holder dies, even by SIGKILL.
 - **Errors and signals.** On an exception, Ctrl-C (SIGINT) or SIGTERM (a SLURM time limit,
   ``docker stop``) the private folder and the lock are removed and the target is left as it
-  was. SIGTERM is turned into ``SystemExit(143)`` for the duration of the write, when the
-  process has no SIGTERM handler of its own and this is the main thread.
+  was. For the duration of the write, SIGTERM is turned into ``SystemExit(143)``, and both
+  signals are held back while skdistill's own steps run (publishing, clean-up), so that
+  they cannot cut those short; this only where the signal has its default action and in the
+  main thread.
 - **SIGKILL and power loss.** Leftovers are hidden siblings of the target
   (``.NAME.skdistill-tmp-*``, ``.NAME.skdistill-old-*``, the lock file), never inside it, so
   no reader takes them for data; the next write to the same target removes them.
@@ -111,26 +113,26 @@ def publish_directory(
     ['out']
     """
     target = Path(os.path.realpath(target))
-    created: list[Path] = []
-    try:
-        with _cleanup_on_termination():
-            created = _make_parents(target)
+    with _Interruptions() as interruptions:  # held back, except while the caller's block runs
+        created = _make_parents(target)
+        try:
             with _exclusive_lock(target):
                 _sweep_leftovers(target)
                 _check_target(target, overwrite=overwrite, replaceable=replaceable)
                 staging = _sibling(target, _TMP)
                 _mkdir(staging, target)
                 try:
-                    yield staging
+                    with interruptions.delivered():
+                        yield staging
                     _check_target(target, overwrite=overwrite, replaceable=replaceable)
                     _publish(staging, target)
                 finally:
                     _remove(staging)
-    except BaseException:
-        for folder in reversed(created):
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        raise
+        except BaseException:
+            for folder in reversed(created):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            raise
 
 
 def write_atomically(jobs: Sequence[tuple[Path, Callable[[Path], None]]]) -> None:
@@ -362,29 +364,52 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(code, os.strerror(code), str(b))
 
 
-@contextlib.contextmanager
-def _cleanup_on_termination() -> Iterator[None]:
-    """Turn SIGTERM into ``SystemExit(143)`` so that clean-up code runs, then restore it.
+class _Interruptions:
+    """Deliver SIGTERM and SIGINT only while the caller's block runs; hold them back otherwise.
 
-    Only in the main thread, and only when SIGTERM has its default action (a handler of the
-    application's own stays in charge). A second SIGTERM during clean-up is ignored.
+    SIGTERM becomes ``SystemExit(143)`` and SIGINT ``KeyboardInterrupt``, so that clean-up
+    code runs. A signal that arrives during skdistill's own steps (sweeping, publishing,
+    removing the private folder, releasing the lock) is raised when they are done, so that
+    it cannot cut them short. Only in the main thread, and only for a signal with its
+    default action: a handler of the application's own stays in charge.
     """
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
-    ):
-        yield
-        return
 
-    def terminate(signum, frame):
-        signal.signal(signum, signal.SIG_IGN)
-        raise SystemExit(128 + signum)
+    def __init__(self) -> None:
+        self._held = True
+        self._pending: list[BaseException] = []
+        self._previous: dict[int, object] = {}
 
-    signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    def __enter__(self) -> _Interruptions:
+        if threading.current_thread() is threading.main_thread():
+            defaults = {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}
+            for signum, default in defaults.items():
+                if signal.getsignal(signum) is default:
+                    self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        if self._pending:
+            raise self._pending[0] from error
+
+    @contextlib.contextmanager
+    def delivered(self) -> Iterator[None]:
+        """Raise held-back signals now and any arriving ones at once, within the block."""
+        self._held = False
+        try:
+            if self._pending:
+                raise self._pending.pop(0)
+            yield
+        finally:
+            self._held = True
+
+    def _handle(self, signum: int, frame) -> None:
+        interruption = KeyboardInterrupt() if signum == signal.SIGINT else SystemExit(128 + signum)
+        if self._held:
+            self._pending.append(interruption)
+        else:
+            raise interruption
 
 
 def _sibling_name(target: Path, kind: str) -> Path:
