@@ -144,7 +144,7 @@ def test_simulate_killed_at_random_points(tmp_path, capsys):
         seed = kill + 1
         process = _simulate(out, n, seed, "--overwrite")
         _wait_for_lock(process, out)
-        _kill_at_random(process, out, SIGNALS[kill % 2], rng.uniform(0, 1.3 * duration), seen)
+        _kill_at_random(process, out, SIGNALS[kill % 2], rng.uniform(0, 0.8 * duration), seen)
         X, _ = read_subtomograms(out)  # never absent: a complete set existed before
         assert len(X) == n and len(SubtomogramStack(out)) == n
         if seed not in expected:
@@ -238,7 +238,7 @@ def test_demo_killed_at_random_points(tmp_path):
     for kill in range(4):
         process = _demo(out, kill + 1, "--overwrite")
         _wait_for_lock(process, out)
-        _kill_at_random(process, out, SIGNALS[kill % 2], rng.uniform(0, 1.2 * duration), seen)
+        _kill_at_random(process, out, SIGNALS[kill % 2], rng.uniform(0, 0.9 * duration), seen)
         seed = _demo_seed(out)
         assert seed in (current, kill + 1)
         seen["left the new set" if seed == kill + 1 else "left the old set"] += 1

@@ -41,14 +41,14 @@ import ctypes
 import errno
 import os
 import shutil
-import signal
 import socket
 import stat
 import sys
-import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+
+from ._signals import Interruptions
 
 try:
     import fcntl
@@ -113,7 +113,7 @@ def publish_directory(
     ['out']
     """
     target = Path(os.path.realpath(target))
-    with _Interruptions() as interruptions:  # held back, except while the caller's block runs
+    with Interruptions() as interruptions:  # held back, except while the caller's block runs
         created = _make_parents(target)
         try:
             with _exclusive_lock(target):
@@ -362,54 +362,6 @@ def _exchange(a: Path, b: Path) -> bool:
     if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
         return False
     raise OSError(code, os.strerror(code), str(b))
-
-
-class _Interruptions:
-    """Deliver SIGTERM and SIGINT only while the caller's block runs; hold them back otherwise.
-
-    SIGTERM becomes ``SystemExit(143)`` and SIGINT ``KeyboardInterrupt``, so that clean-up
-    code runs. A signal that arrives during skdistill's own steps (sweeping, publishing,
-    removing the private folder, releasing the lock) is raised when they are done, so that
-    it cannot cut them short. Only in the main thread, and only for a signal with its
-    default action: a handler of the application's own stays in charge.
-    """
-
-    def __init__(self) -> None:
-        self._held = True
-        self._pending: list[BaseException] = []
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> _Interruptions:
-        if threading.current_thread() is threading.main_thread():
-            defaults = {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}
-            for signum, default in defaults.items():
-                if signal.getsignal(signum) is default:
-                    self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, kind, error, traceback) -> None:
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
-        if self._pending:
-            raise self._pending[0] from error
-
-    @contextlib.contextmanager
-    def delivered(self) -> Iterator[None]:
-        """Raise held-back signals now and any arriving ones at once, within the block."""
-        self._held = False
-        try:
-            if self._pending:
-                raise self._pending.pop(0)
-            yield
-        finally:
-            self._held = True
-
-    def _handle(self, signum: int, frame) -> None:
-        interruption = KeyboardInterrupt() if signum == signal.SIGINT else SystemExit(128 + signum)
-        if self._held:
-            self._pending.append(interruption)
-        else:
-            raise interruption
 
 
 def _sibling_name(target: Path, kind: str) -> Path:
