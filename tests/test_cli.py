@@ -178,15 +178,37 @@ def test_refuses_to_overwrite_then_overwrites_when_asked(tmp_path, seed, capsys)
     assert not list(out.glob(".*.tmp"))
 
 
-def test_refuses_when_any_target_exists(tmp_path, capsys):
+def test_refuses_a_folder_that_is_not_empty(tmp_path, capsys):
     out = tmp_path / "sim"
     out.mkdir()
     (out / "particles.star").write_text("keep me")
     code, _, err = _main(capsys, "simulate", *SMALL, "--quiet", "--out", out)
     assert code == 1
-    _assert_one_line_error(err, "1 of the 13 files", "particles.star", "--overwrite")
+    _assert_one_line_error(err, f"{out} is not empty", "particles.star", "--overwrite")
     assert sorted(path.name for path in out.iterdir()) == ["particles.star"]
     assert (out / "particles.star").read_text() == "keep me"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["sim"]  # no lock, no leftovers
+
+
+def test_overwrite_replaces_the_whole_set(tmp_path, seed, capsys):
+    out = tmp_path / "sim"
+    args = ["simulate", "--size", SIZE, "--classes", N_CLASSES, "--quiet", "--out", out]
+    assert _main(capsys, *args, "--n", 2, "--seed", seed)[0] == 0
+    assert _main(capsys, *args, "--n", 1, "--seed", seed + 1, "--overwrite")[0] == 0
+    assert sorted(path.name for path in out.iterdir()) == ["particles.star", "subtomo_000001.mrc"]
+    X, _ = read_subtomograms(out)
+    np.testing.assert_array_equal(X, _simulated(seed + 1, n=1)[0])
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["sim"]
+
+
+def test_overwrite_keeps_a_folder_holding_other_files(tmp_path, capsys):
+    out = tmp_path / "sim"
+    out.mkdir()
+    (out / "notes.txt").write_text("my notes")
+    code, _, err = _main(capsys, "simulate", *SMALL, "--quiet", "--overwrite", "--out", out)
+    assert code == 1
+    _assert_one_line_error(err, str(out / "notes.txt"), "not outputs of this kind")
+    assert (out / "notes.txt").read_text() == "my notes"
 
 
 def test_output_that_is_a_file_is_an_error(tmp_path, capsys):
@@ -194,7 +216,28 @@ def test_output_that_is_a_file_is_an_error(tmp_path, capsys):
     out.write_text("")
     code, _, err = _main(capsys, "simulate", *SMALL, "--quiet", "--out", out)
     assert code == 1
-    _assert_one_line_error(err, str(out), "not a directory")
+    _assert_one_line_error(err, str(out), "not a folder")
+
+
+def test_output_under_a_file_fails_before_simulating(tmp_path, capsys, monkeypatch):
+    (tmp_path / "blocker").write_text("")
+    monkeypatch.setattr(SimulationPlan, "simulate", _never_called)
+    code, _, err = _main(capsys, "simulate", *SMALL, "--quiet", "--out", tmp_path / "blocker/x")
+    assert code == 1
+    _assert_one_line_error(err, str(tmp_path / "blocker"), "is a file")
+
+
+def test_too_little_memory_fails_before_simulating(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("skdistill.utils.memory.available_memory", lambda: 2**20)
+    monkeypatch.setattr(SimulationPlan, "simulate", _never_called)
+    code, _, err = _main(capsys, "simulate", *SMALL, "--quiet", "--out", tmp_path / "sim")
+    assert code == 1
+    _assert_one_line_error(err, "Simulating 16^3 volumes", "memory", "--jobs")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _never_called(*args, **kwargs):
+    raise AssertionError("simulated although the command should have failed first")
 
 
 def _fail_on_second_chunk(monkeypatch, error: BaseException) -> None:
@@ -214,6 +257,14 @@ def test_interrupted_run_exits_130_quietly_and_writes_nothing(tmp_path, capsys, 
         capsys, "simulate", "--n", 40, "--size", SIZE, "--quiet", "--out", tmp_path
     )
     assert (code, out, err) == (130, "", "")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_run_removes_the_folders_it_created(tmp_path, capsys, monkeypatch):
+    _fail_on_second_chunk(monkeypatch, KeyboardInterrupt())
+    out = tmp_path / "new" / "deeper" / "sim"
+    code, _, _ = _main(capsys, "simulate", "--n", 40, "--size", SIZE, "--quiet", "--out", out)
+    assert code == 130
     assert list(tmp_path.iterdir()) == []
 
 

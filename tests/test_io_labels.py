@@ -158,6 +158,15 @@ def test_rewriting_needs_overwrite(star, data):
     np.testing.assert_array_equal(read_segmentation_subtomograms(star)[1], masks + 1)
 
 
+def test_overwrite_without_masks_removes_the_old_label_volumes(star, data):
+    X, _, _ = data
+    write_subtomograms(star.parent, X[:2], voxel_size=1.0, overwrite=True)
+    names = sorted(path.name for path in star.parent.iterdir())
+    assert names == ["particles.star", "subtomo_000001.mrc", "subtomo_000002.mrc"]
+    with pytest.raises(ValueError, match="lists no label volumes"):
+        MaskStack(star)
+
+
 def test_failed_label_write_keeps_existing_files(star, data, monkeypatch):
     X, _, masks = data
     before = {path: path.read_bytes() for path in star.parent.iterdir()}

@@ -79,8 +79,9 @@ def main(args: list[str] | None = None) -> int:
     -------
     int
         Exit status: 0 on success, 1 when the command fails (a missing or invalid file, an
-        existing output, an invalid value), 2 for a usage error, 130 when interrupted. Errors
-        are reported on one line on stderr, without a traceback.
+        existing output, an invalid value, too little memory), 2 for a usage error, 130 when
+        interrupted (Ctrl-C), 143 on SIGTERM. Errors are reported on one line on stderr,
+        without a traceback; an interrupted command leaves its output folder as it was.
     """
     try:
         namespace = build_parser().parse_args(args)
@@ -93,7 +94,8 @@ def main(args: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader of stdout went away (`skdistill info ... | head`)
         _silence_stdout()
         return 0
-    except (OSError, ValueError, RuntimeError) as exc:  # ValueError: also InvalidParameterError
+    # ValueError includes InvalidParameterError; MemoryError, check_memory's refusal.
+    except (OSError, ValueError, RuntimeError, MemoryError) as exc:
         print(f"{_PREFIX} {_one_line(exc)}", file=sys.stderr)
         return 1
 

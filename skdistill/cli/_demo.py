@@ -7,17 +7,24 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from ..experiments import CPU_SETTING, PAPER_SETTING, run_distillation_experiment
-from ..experiments.report import OUTPUT_FILES, format_table, write_outputs
+from ..experiments.report import PLOT_HINT, format_table, is_report_output, save_report
+from ..io.atomic import publish_directory
+from ..utils.memory import check_memory
 from ._arguments import HelpFormatter, at_least, positive_float
-from ._outputs import check_output_directory
 
 _DESCRIPTION = """\
 Reproduce Tables 1-2 of the distillation paper (Guo et al. 2018) on simulated subtomograms:
 fit the DSRF3D-v2 teacher, then students s1, s2 and s3 with hard labels and distilled from
 the teacher at temperature T; print accuracy, size, test time, compression rate, accuracy
-ratio and speedup; write the table, a JSON record, a figure and the best student (by
-validation accuracy) as model.joblib.
+ratio and speedup; write the table, a JSON record, a figure (with matplotlib: pip install
+"skdistill[plot]") and the best student (by validation accuracy) as model.joblib.
+
+--out must be new or empty unless --overwrite, which replaces it as a whole. It is checked,
+and locked against a second run, before anything is simulated; its files appear together,
+when the run has finished.
 
 The default setting is sized for a 2-core CPU (under 10 minutes): 8 classes at SNR 0.5,
 28^3 volumes, 960/240/400 train/validation/test, batch 16, Adam; teacher lr 3e-4 for at
@@ -77,7 +84,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--temperature", type=positive_float, help="override T (default 5)")
     parser.add_argument("--seed", type=at_least(0), default=0, help="seed (default: %(default)s)")
     parser.add_argument(
-        "--overwrite", action="store_true", help="replace the outputs of an earlier run"
+        "--overwrite", action="store_true", help="replace the output folder of an earlier run"
     )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
@@ -106,24 +113,32 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, option) is not None
     }
     setting = setting.replace(seed=args.seed, **changes)
-    # Refuse an existing output before spending minutes on training.
-    check_output_directory(
-        args.out, (args.out / name for name in OUTPUT_FILES), overwrite=args.overwrite
+    check_memory(
+        setting.memory_estimate(on_gpu=torch.cuda.is_available()),
+        what=f"The demo ({setting.n_train + setting.n_valid + setting.n_test} volumes of "
+        f"{setting.size}^3)",
+        hint="Use fewer volumes (--n-train, --n-valid, --n-test) or a smaller --size.",
     )
-    print(
-        f"Setting: {setting.n_classes} classes, {setting.size}^3 voxels, SNR {setting.snr:g}, "
-        f"{setting.n_train}/{setting.n_valid}/{setting.n_test} train/validation/test volumes, "
-        f"batch {setting.batch_size}, {setting.optimizer}: teacher lr "
-        f"{setting.teacher_parameters()['lr']:g}, <= {setting.teacher_parameters()['max_epochs']}"
-        f" epochs; students lr {setting.lr:g}, <= {setting.max_epochs} epochs; "
-        f"T = {setting.temperature:g}, seed {setting.seed}.",
-        flush=True,
-    )
-    start = time.perf_counter()
-    result = run_distillation_experiment(
-        setting, progress=not args.quiet, log=lambda line: print(line, flush=True)
-    )
-    paths = write_outputs(result, args.out, overwrite=args.overwrite)
+    # Entering checks --out and takes its lock: a bad or busy --out fails before training.
+    with publish_directory(
+        args.out, overwrite=args.overwrite, replaceable=is_report_output
+    ) as staging:
+        print(
+            f"Setting: {setting.n_classes} classes, {setting.size}^3 voxels, SNR "
+            f"{setting.snr:g}, {setting.n_train}/{setting.n_valid}/{setting.n_test} "
+            f"train/validation/test volumes, batch {setting.batch_size}, {setting.optimizer}: "
+            f"teacher lr {setting.teacher_parameters()['lr']:g}, <= "
+            f"{setting.teacher_parameters()['max_epochs']} epochs; students lr "
+            f"{setting.lr:g}, <= {setting.max_epochs} epochs; T = {setting.temperature:g}, "
+            f"seed {setting.seed}.",
+            flush=True,
+        )
+        start = time.perf_counter()
+        result = run_distillation_experiment(
+            setting, progress=not args.quiet, log=lambda line: print(line, flush=True)
+        )
+        written = save_report(result, staging)
+    paths = {name: args.out / name for name in written}
     minutes = (time.perf_counter() - start) / 60
     best, how = result.best_student()
     print()
@@ -137,5 +152,7 @@ def run(args: argparse.Namespace) -> int:
     for path in paths.values():
         print(f"  {path}")
     print(f"model.joblib is {best} trained with {how} labels (best validation accuracy).")
+    if "figure.png" not in paths:
+        print(f"figure.png was not written. {PLOT_HINT}")
     sys.stdout.flush()
     return 0

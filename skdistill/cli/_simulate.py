@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from joblib import effective_n_jobs
 from tqdm import tqdm
 
 from ..datasets._simulate import SimulationPlan, chunk_indices, seed_entropy, simulate_chunks
-from ..io._atomic import write_atomically
+from ..io.atomic import publish_directory
 from ..io.mrc import write_new_volume
 from ..io.star import PARTICLES_STAR, write_particles_star
-from ..io.subtomograms import mrc_names
+from ..io.subtomograms import is_subtomogram_output, mrc_names
+from ..utils.memory import check_memory
 from ._arguments import (
     HelpFormatter,
     TiltRange,
@@ -26,9 +27,8 @@ from ._arguments import (
     positive_float,
     snr,
 )
-from ._outputs import check_output_directory
 
-__all__ = ["StreamWriter", "add_parser", "run"]
+__all__ = ["StreamWriter", "add_parser", "run", "simulation_memory"]
 
 _DESCRIPTION = """\
 Simulate cryo-ET subtomograms (skdistill.datasets.make_subtomograms) and write them to
@@ -39,9 +39,11 @@ Volumes are written chunk by chunk as they are simulated, so the data set never 
 in memory. With the same --seed the files hold exactly the volumes
 make_subtomograms(N, random_state=SEED, ...) returns, whatever --jobs.
 
-Existing files are never replaced without --overwrite: if any of the files to write exists,
-nothing is written. Files are written to temporary files in DIR and moved into place only
-when all are written, so a run that fails or is interrupted leaves DIR as it was.
+DIR must be new or empty, unless --overwrite, which replaces it as a whole (only a folder
+of subtomograms and particles.star, never one holding other files). The files are written
+into a hidden folder beside DIR and renamed into place when all are written: DIR holds the
+complete old set or the complete new set, whatever happens to the run (error, Ctrl-C,
+SIGTERM, SIGKILL), and a second run writing DIR at the same time fails at once.
 """
 
 _EPILOG = """\
@@ -152,7 +154,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace existing files in DIR (default: refuse to touch them)",
+        help="replace DIR and all the subtomograms in it (default: refuse a non-empty DIR)",
     )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
@@ -164,46 +166,52 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     out: Path = args.out
     names = mrc_names(args.n)
-    check_output_directory(
-        out, [*(out / name for name in names), out / PARTICLES_STAR], overwrite=args.overwrite
+    check_memory(
+        simulation_memory(args.n, args.size, args.classes, args.jobs),
+        what=f"Simulating {args.size}^3 volumes with --jobs {args.jobs}",
+        hint="Pass fewer --jobs or a smaller --size.",
     )
     entropy = seed_entropy(args.seed)
-    plan = SimulationPlan(
-        n_classes=args.classes,
-        size=args.size,
-        voxel_size=args.voxel_size,
-        snr=args.snr,
-        tilt_range=args.tilt_range,
-        defocus=args.defocus,
-        voltage=args.voltage,
-        cs=args.cs,
-        max_shift=args.max_shift,
-        templates=None,
-        entropy=entropy,
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    star = out / PARTICLES_STAR
-    with tqdm(
-        total=args.n, desc="simulate", unit="vol", file=sys.stderr, disable=args.quiet
-    ) as progress:
+    # Entering checks the output folder and takes its lock, before any simulation.
+    with (
+        publish_directory(
+            out, overwrite=args.overwrite, replaceable=is_subtomogram_output
+        ) as staging,
+        tqdm(
+            total=args.n, desc="simulate", unit="vol", file=sys.stderr, disable=args.quiet
+        ) as progress,
+    ):
+        plan = SimulationPlan(
+            n_classes=args.classes,
+            size=args.size,
+            voxel_size=args.voxel_size,
+            snr=args.snr,
+            tilt_range=args.tilt_range,
+            defocus=args.defocus,
+            voltage=args.voltage,
+            cs=args.cs,
+            max_shift=args.max_shift,
+            templates=None,
+            entropy=entropy,
+        )
         writer = StreamWriter(
             _simulate(plan, args.n, args.jobs), voxel_size=args.voxel_size, progress=progress
         )
-        write_star = functools.partial(
-            writer.write_star, image_names=names, box_size=args.size, class_names=plan.class_names
+        for i, name in enumerate(names):
+            writer.write_volume(staging / name, index=i)
+        writer.write_star(
+            staging / PARTICLES_STAR,
+            image_names=names,
+            box_size=args.size,
+            class_names=plan.class_names,
         )
-        volumes = [
-            (out / name, functools.partial(writer.write_volume, index=i))
-            for i, name in enumerate(names)
-        ]
-        write_atomically([*volumes, (star, write_star)])
 
     seconds = time.perf_counter() - start
     seed = f"seed {entropy}" if args.seed is not None else f"seed {entropy} (drawn)"
     noise = "noise-free" if args.snr is None else f"SNR {args.snr:g}"
     print(
         f"Wrote {args.n} subtomograms ({args.size}^3 voxels, {args.voxel_size:g} Å, {noise}, "
-        f"{args.classes} classes, {seed}) to {out} ({args.n} MRC files and {star.name}) in "
+        f"{args.classes} classes, {seed}) to {out} ({args.n} MRC files and {PARTICLES_STAR}) in "
         f"{seconds:.1f} s ({args.n / seconds:.1f} volumes/s)."
     )
     return 0
@@ -212,11 +220,11 @@ def run(args: argparse.Namespace) -> int:
 class StreamWriter:
     """Writes simulated volumes to files one by one, pulling chunks from the simulation.
 
-    Its ``write_volume`` and ``write_star`` are for ``skdistill.io._atomic.write_atomically``,
-    which calls them in order on temporary files and moves those into place only when all of
-    them succeeded. The data set thus streams to disk chunk by chunk, never held in
-    memory, with the guarantees of :func:`~skdistill.io.write_subtomograms`: a run that fails
-    or is interrupted leaves existing files as they were and no new or temporary files.
+    ``run`` calls ``write_volume`` for each volume in turn, then ``write_star``, on files in
+    the private folder of :func:`~skdistill.io.atomic.publish_directory`. The data set thus
+    streams to disk chunk by chunk, never held in memory, with the guarantees of
+    :func:`~skdistill.io.write_subtomograms`: the output folder holds the complete old set or
+    the complete new set, whatever happens to the run.
 
     Parameters
     ----------
@@ -264,6 +272,21 @@ class StreamWriter:
             rotations=np.concatenate(self._rotations),
             shifts=np.concatenate(self._shifts),
         )
+
+
+def simulation_memory(n: int, size: int, n_classes: int, jobs: int) -> int:
+    """Rough peak memory, in bytes, of simulating ``n`` volumes of ``size``^3 with ``jobs``.
+
+    One chunk of volumes peaks at about 16 bytes per voxel while it is
+    simulated (float32 volume, its Fourier transform and the noisy copy; measured with
+    tracemalloc); joblib keeps up to two chunks per worker in flight, and every process
+    holds the class templates.
+    """
+    chunk_size = len(next(chunk_indices(n)))
+    workers = min(effective_n_jobs(jobs), -(-n // chunk_size))
+    chunk = chunk_size * size**3
+    in_flight = 16 * chunk * workers + 4 * chunk * (2 * workers + 1)
+    return in_flight + 4 * n_classes * size**3 * (workers + 1)
 
 
 def _simulate(

@@ -74,6 +74,19 @@ class DistillationSetting:
                     "classes."
                 )
 
+    def memory_estimate(self, *, on_gpu: bool = False) -> int:
+        """Rough peak host memory of a run, in bytes, for a check before it starts.
+
+        The volumes are held about three times over at the peak (simulated, normalised, and
+        the training/validation split inside each estimator). Training adds an allowance of
+        256 float32 activations per input voxel of a batch (DSRF3D-v2's full-resolution
+        layers and their gradients), on the host unless ``on_gpu``.
+        """
+        voxels = self.size**3
+        data = 3 * 4 * voxels * (self.n_train + self.n_valid + self.n_test)
+        activations = 0 if on_gpu else 256 * 4 * voxels * self.batch_size
+        return data + activations
+
     def replace(self, **changes) -> DistillationSetting:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)

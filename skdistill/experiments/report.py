@@ -1,21 +1,40 @@
-"""Tables, figures and files of a distillation run (see :mod:`.distillation`)."""
+"""Tables, figures and files of a distillation run (see :mod:`.distillation`).
+
+The figure needs matplotlib, an optional dependency (``pip install "skdistill[plot]"``);
+without it every other output is still written.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
+import os
 from pathlib import Path
 
 import joblib
 
-from ..io._atomic import check_targets, write_atomically
+from ..io.atomic import publish_directory
 from .distillation import DistillationResult
 
-__all__ = ["OUTPUT_FILES", "format_table", "plot_results", "result_record", "write_outputs"]
+__all__ = [
+    "OUTPUT_FILES",
+    "PLOT_HINT",
+    "format_table",
+    "is_report_output",
+    "plot_results",
+    "result_record",
+    "save_report",
+    "write_outputs",
+]
 
-#: Files a run writes into its output directory.
+#: Files a run writes into its output directory (figure.png only with matplotlib).
 OUTPUT_FILES = ("table.md", "results.json", "figure.png", "model.joblib")
+
+#: What to do when matplotlib, an optional dependency, is missing.
+PLOT_HINT = (
+    "The figure needs matplotlib, which is not installed. Install it with "
+    'pip install "skdistill[plot]" (or pip install matplotlib).'
+)
 
 
 def _number(value, digits: int = 3) -> str:
@@ -56,16 +75,36 @@ def result_record(result: DistillationResult) -> dict:
     }
 
 
-def plot_results(result: DistillationResult, path: Path) -> None:
-    """Accuracy against parameter count, and speedup per student, hard versus soft labels."""
-    import matplotlib
+def plot_results(result: DistillationResult, path) -> None:
+    """Accuracy against parameter count, and speedup per student, hard versus soft labels.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
+    Draws on a :class:`matplotlib.figure.Figure` of its own (no pyplot), so the caller's
+    matplotlib backend and figures are left alone.
+
+    Parameters
+    ----------
+    result : DistillationResult
+        A finished run.
+    path : str, path-like or binary file
+        Where the PNG goes.
+
+    Raises
+    ------
+    ImportError
+        If matplotlib is not installed (``pip install "skdistill[plot]"``).
+    """
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        if exc.name != "matplotlib":  # installed but broken: let its own error say why
+            raise
+        raise ImportError(PLOT_HINT, name="matplotlib") from exc
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
     students = result.models[1:]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    left, right = fig.subplots(1, 2)
     teacher = result.teacher
     left.scatter([teacher.n_parameters], [teacher.accuracy_hard], marker="*", s=200,
                  color="black", label="teacher (DSRF3D-v2)")  # fmt: skip
@@ -78,7 +117,7 @@ def plot_results(result: DistillationResult, path: Path) -> None:
     chance = 1 / result.setting.n_classes
     left.axhline(chance, color="gray", linestyle=":", label=f"chance ({chance:.3f})")
     left.set_xscale("log")
-    left.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    left.xaxis.set_minor_formatter(NullFormatter())
     left.set_xlabel("parameters")
     left.set_ylabel("test accuracy")
     left.set_title("Accuracy vs size")
@@ -95,39 +134,64 @@ def plot_results(result: DistillationResult, path: Path) -> None:
     )
     fig.tight_layout()
     fig.savefig(path, dpi=120, format="png")
-    plt.close(fig)
 
 
-def write_outputs(result: DistillationResult, out: Path, *, overwrite: bool = False) -> dict:
-    """Write the table, the JSON record, the figure and the best student into ``out``.
+def save_report(result: DistillationResult, directory: str | os.PathLike) -> dict[str, Path]:
+    """Write the table, the JSON record, the figure and the best student into ``directory``.
 
-    The best student is chosen by validation accuracy (not test accuracy) and saved with
-    :func:`joblib.dump` as a pipeline (per-volume normalisation, then the student).
+    The files are written in place, one by one, into an existing folder: use
+    :func:`write_outputs` for a folder that appears complete or not at all, or call this
+    inside :func:`~skdistill.io.atomic.publish_directory` (as ``skdistill demo`` does). The
+    best student is chosen by validation accuracy (not test accuracy) and saved with
+    :func:`joblib.dump` as a pipeline (per-volume normalisation, then the student). Without
+    matplotlib the figure is left out (see :data:`PLOT_HINT`).
 
     Returns
     -------
     dict
-        Output name → path.
+        Output name → path, for the files written.
     """
-    out = Path(out)
-    paths = {name: out / name for name in OUTPUT_FILES}
-    check_targets(paths.values(), overwrite=overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    table = format_table(result)
-    record = json.dumps(result_record(result), indent=2) + "\n"
-    model = result.deployable(result.best_student())
-    write_atomically(
-        [
-            (paths["table.md"], lambda path: path.write_text(table + "\n")),
-            (paths["results.json"], lambda path: path.write_text(record)),
-            (paths["figure.png"], functools.partial(_save_figure, result)),
-            (paths["model.joblib"], lambda path: joblib.dump(model, path)),
-        ]
-    )
+    directory = Path(directory)
+    paths = {name: directory / name for name in OUTPUT_FILES}
+    paths["table.md"].write_text(format_table(result) + "\n")
+    paths["results.json"].write_text(json.dumps(result_record(result), indent=2) + "\n")
+    try:
+        plot_results(result, paths["figure.png"])
+    except ImportError as exc:
+        if exc.name != "matplotlib":
+            raise
+        del paths["figure.png"]
+    joblib.dump(result.deployable(result.best_student()), paths["model.joblib"])
     return paths
 
 
-def _save_figure(result: DistillationResult, path: Path) -> None:
-    # matplotlib picks the format from the suffix; the temporary name has none.
-    with open(path, "wb") as file:
-        plot_results(result, file)
+def write_outputs(result: DistillationResult, out, *, overwrite: bool = False) -> dict:
+    """Write the files of :func:`save_report` as the folder ``out``, complete or not at all.
+
+    The files go into a private folder published by one rename
+    (:func:`~skdistill.io.atomic.publish_directory`): ``out`` holds the complete old set or
+    the complete new set, whatever happens to the process.
+
+    Parameters
+    ----------
+    result : DistillationResult
+        A finished run.
+    out : str or path-like
+        The output folder; it must be new or empty unless ``overwrite``.
+    overwrite : bool, default=False
+        Whether to replace an existing folder of such outputs, as a whole.
+
+    Returns
+    -------
+    dict
+        Output name → path, for the files written.
+    """
+    out = Path(out)
+    with publish_directory(out, overwrite=overwrite, replaceable=is_report_output) as staging:
+        written = save_report(result, staging)
+    return {name: out / name for name in written}
+
+
+def is_report_output(name: str) -> bool:
+    """Whether a folder of :func:`write_outputs` may hold an entry ``name``."""
+    return name in OUTPUT_FILES

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-import functools
 import numbers
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ._atomic import check_targets, write_atomically
+from .atomic import publish_directory
 from .labels import check_masks, mask_file_name, write_new_label_volume
 from .mrc import write_new_volume
 from .stack import SubtomogramStack
 from .star import PARTICLES_STAR, check_class_name, write_particles_star
 
-__all__ = ["read_subtomograms", "write_subtomograms"]
+__all__ = ["is_subtomogram_output", "read_subtomograms", "write_subtomograms"]
+
+#: Names in a folder written by :func:`write_subtomograms` (and the per-file temporaries
+#: of earlier versions, ``.NAME.<12 hex digits>.tmp``, which a killed writer left behind).
+_OUTPUT_NAME = re.compile(r"subtomo_\d{6,}(_mask)?\.mrc|particles\.star|\..+\.[0-9a-f]{12}\.tmp")
 
 
 def write_subtomograms(
@@ -42,14 +46,18 @@ def write_subtomograms(
     label volume goes to ``subtomo_000001_mask.mrc`` etc., listed in the column
     ``rlnMaskName`` (skdistill's own use of it; RELION does not read it in particle tables).
 
-    Every file is written to a temporary file in ``directory`` and moved into place only once
-    all of them are written, so a failed call leaves existing files as they were and leaves
-    no temporary files behind.
+    The files are written into a hidden folder beside ``directory``, which replaces
+    ``directory`` in one rename once all of them are written (see
+    :func:`skdistill.io.atomic.publish_directory`). A reader thus sees the complete old set
+    or the complete new set, never a mix; a call that fails or is interrupted (exception,
+    Ctrl-C, SIGTERM) leaves ``directory`` as it was; and a second process writing the same
+    ``directory`` at the same time fails with :class:`~skdistill.io.atomic.OutputLockedError`.
 
     Parameters
     ----------
     directory : str or path-like
-        Output directory, created if missing.
+        Output directory, created (with its parents) if missing. An existing one must be
+        empty, unless ``overwrite``.
     X : array-like of shape (n, D, H, W) or (n, 1, D, H, W)
         Cubic volumes (``D == H == W``) of finite real values.
     y : array-like of int, shape (n,), default=None
@@ -59,8 +67,11 @@ def write_subtomograms(
     class_names : sequence of str, default=None
         Names of classes 0..K-1 (at least ``max(y) + 1`` of them).
     overwrite : bool, default=False
-        Whether to replace existing files. Without it, any existing target raises
-        ``FileExistsError`` before anything is written.
+        Whether to replace an existing non-empty ``directory`` as a whole: no file of the
+        earlier set remains. Only a folder holding nothing but such outputs
+        (``subtomo_*.mrc``, ``subtomo_*_mask.mrc``, ``particles.star``) is replaced; other
+        files in it raise ``FileExistsError``. Without ``overwrite``, a non-empty
+        ``directory`` raises ``FileExistsError`` before anything is written.
     rotations : array-like of shape (n, 3), default=None
         ZYZ Euler angles ``(rot, tilt, psi)`` in degrees (``rlnAngleRot/Tilt/Psi``).
     shifts : array-like of shape (n, 3), default=None
@@ -82,7 +93,9 @@ def write_subtomograms(
     Raises
     ------
     FileExistsError
-        If a target file exists and ``overwrite`` is false.
+        If ``directory`` is not empty and ``overwrite`` is false, or holds other files.
+    OutputLockedError
+        If another process is writing ``directory``.
     ValueError
         If an input is malformed; the message says what to change.
 
@@ -111,39 +124,28 @@ def write_subtomograms(
     shifts = None if shifts is None else _check_per_particle(shifts, n, "shifts")
     masks = None if masks is None else check_masks(masks, X.shape)
 
-    directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise NotADirectoryError(f"{directory} exists and is not a directory; pick another.")
     names = mrc_names(n)
-    star = directory / PARTICLES_STAR
-    targets = [directory / name for name in names]
     mask_names = None if masks is None else [mask_file_name(name) for name in names]
-    mask_targets = [directory / name for name in mask_names or []]
-    check_targets([*targets, *mask_targets, star], overwrite=overwrite)
-
-    directory.mkdir(parents=True, exist_ok=True)
-    jobs = [
-        (target, functools.partial(write_new_volume, volume=volume, voxel_size=voxel_size))
-        for target, volume in zip(targets, X, strict=True)
-    ]
-    if masks is not None:
-        jobs += [
-            (target, functools.partial(write_new_label_volume, volume=mask, voxel_size=voxel_size))
-            for target, mask in zip(mask_targets, masks, strict=True)
-        ]
-    write_star = functools.partial(
-        write_particles_star,
-        image_names=names,
-        voxel_size=voxel_size,
-        box_size=X.shape[-1],
-        labels=y,
-        class_names=class_names,
-        rotations=rotations,
-        shifts=shifts,
-        mask_names=mask_names,
-    )
-    write_atomically([*jobs, (star, write_star)])
-    return star
+    with publish_directory(
+        directory, overwrite=overwrite, replaceable=is_subtomogram_output
+    ) as staging:
+        for name, volume in zip(names, X, strict=True):
+            write_new_volume(staging / name, volume, voxel_size=voxel_size)
+        if masks is not None:
+            for name, mask in zip(mask_names, masks, strict=True):
+                write_new_label_volume(staging / name, mask, voxel_size=voxel_size)
+        write_particles_star(
+            staging / PARTICLES_STAR,
+            names,
+            voxel_size=voxel_size,
+            box_size=X.shape[-1],
+            labels=y,
+            class_names=class_names,
+            rotations=rotations,
+            shifts=shifts,
+            mask_names=mask_names,
+        )
+    return Path(directory) / PARTICLES_STAR
 
 
 def read_subtomograms(
@@ -272,6 +274,15 @@ def _check_per_particle(values, n: int, name: str) -> np.ndarray:
     if not np.all(np.isfinite(values)):
         raise ValueError(f"{name} holds NaN or infinite values; pass finite numbers.")
     return values
+
+
+def is_subtomogram_output(name: str) -> bool:
+    """Whether a folder written by :func:`write_subtomograms` may hold an entry ``name``.
+
+    >>> is_subtomogram_output("subtomo_000001_mask.mrc"), is_subtomogram_output("notes.txt")
+    (True, False)
+    """
+    return _OUTPUT_NAME.fullmatch(name) is not None
 
 
 def mrc_names(n: int) -> list[str]:
