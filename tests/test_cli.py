@@ -24,7 +24,7 @@ import starfile
 from skdistill.cli import main
 from skdistill.cli._info import value_statistics
 from skdistill.datasets import make_subtomograms
-from skdistill.datasets._simulate import SimulationPlan
+from skdistill.datasets.simulation import SimulationPlan
 from skdistill.io import SubtomogramStack, read_subtomograms, write_subtomograms
 
 N, SIZE, N_CLASSES, VOXEL_SIZE = 12, 16, 3, 9.2

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from skdistill.cli import main
-from skdistill.datasets._simulate import SimulationPlan
+from skdistill.datasets.simulation import SimulationPlan
 from skdistill.io import SubtomogramStack, read_subtomograms
 
 SIZE, N_CLASSES = 16, 3

@@ -220,12 +220,6 @@ def test_command_line_refuses_them_on_one_line_and_writes_nothing(
     assert not out.exists()
 
 
-@pytest.mark.xfail(
-    raises=MemoryError,
-    strict=True,
-    reason="skdistill.cli.main reports OSError, ValueError and RuntimeError on one line but "
-    "not yet MemoryError; add MemoryError there and remove this mark",
-)
 def test_command_line_refuses_a_box_too_large_for_memory(tmp_path, capsys, little_memory):
     out = tmp_path / "out"
     code = main(["simulate", "--n", "4", "--size", "100000", "--quiet", "--out", str(out)])

@@ -12,7 +12,7 @@ import numpy as np
 from joblib import effective_n_jobs
 from tqdm import tqdm
 
-from ..datasets._simulate import SimulationPlan, chunk_indices, seed_entropy, simulate_chunks
+from ..datasets.simulation import SimulationPlan, chunk_indices, seed_entropy, simulate_chunks
 from ..io.atomic import publish_directory
 from ..io.mrc import write_new_volume
 from ..io.star import PARTICLES_STAR, write_particles_star

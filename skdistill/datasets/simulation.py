@@ -335,8 +335,6 @@ def make_subtomograms(
     chunks or jobs, and the first ``k`` samples of a larger simulation equal a simulation of
     ``k`` samples.
 
-    Parameters
-    ----------
     The physical parameters must lie within ranges a microscopist would use (see
     :mod:`skdistill.datasets.parameters`); outside them the volumes would be NaN, infinite,
     constant or without the claimed contrast, so a ``ValueError`` says which parameter is out

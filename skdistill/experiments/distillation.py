@@ -20,7 +20,7 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 from tqdm.auto import tqdm
 
-from ..datasets._simulate import SimulationPlan, chunk_indices
+from ..datasets.simulation import SimulationPlan, chunk_indices
 from ..estimators import Cnn3DClassifier, DistilledClassifier
 from ..preprocessing import VolumeNormalizer
 
