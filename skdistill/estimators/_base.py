@@ -14,6 +14,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
+from skorch.dataset import Dataset
+from torch.utils.data import Subset
 
 from ..architectures import build_network, count_parameters, list_architectures
 from ..exceptions import (
@@ -131,9 +133,11 @@ class BaseVolumeEstimator(BaseEstimator, metaclass=ABCMeta):
         config = self._training_config()
         module = self._build_module(seed)
         train_idx, valid_idx = split_train_valid(len(X), stratify, self.validation_fraction, seed)
-        valid = None if valid_idx is None else (X[valid_idx], targets[valid_idx])
-        if valid_idx is not None:  # without a validation split, train on X itself: no copy
-            X, targets = X[train_idx], targets[train_idx]
+        # Index views of one dataset rather than copies of the rows: the loaders read the
+        # same samples in the same order, without a second copy of X and the targets.
+        data = Dataset(X, targets)
+        train = data if valid_idx is None else Subset(data, train_idx)
+        valid = None if valid_idx is None else Subset(data, valid_idx)
         with local_torch_seed(seed):
             net = make_net(
                 module,
@@ -144,7 +148,7 @@ class BaseVolumeEstimator(BaseEstimator, metaclass=ABCMeta):
                 class_weight=class_weight,
             )
             try:
-                net.fit(X, targets)
+                net.fit(train, None)
             finally:
                 close_progress_bars(net)
         best = best_epoch_index(net)

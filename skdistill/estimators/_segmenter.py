@@ -500,6 +500,7 @@ validation_fraction, device, precision, inference_precision, random_state, verbo
             )
         targets = distillation_targets(log_proba, masks, self.temperature)
         self.class_weight_ = self._class_weights(masks)
+        del log_proba, masks  # the targets hold both: free them before training
         self._train(
             X,
             targets,
