@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["DeviceFallbackWarning", "TrainingDivergedError"]
+__all__ = [
+    "DeviceFallbackWarning",
+    "IncompatibleModelError",
+    "InconsistentVersionWarning",
+    "NonFiniteOutputError",
+    "TrainingDivergedError",
+]
 
 
 class DeviceFallbackWarning(UserWarning):
@@ -11,3 +17,57 @@ class DeviceFallbackWarning(UserWarning):
 
 class TrainingDivergedError(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class NonFiniteOutputError(FloatingPointError, ValueError):
+    """A network (or a teacher) gave NaN or infinite outputs, so no prediction is made.
+
+    Raised by ``predict``, ``predict_proba``, ``predict_log_proba`` and ``score`` when the
+    logits of a batch are not finite, typically because the input values are far outside the
+    range the network was trained on (e.g. unnormalised volumes), and by the distilled
+    estimators when the teacher's probabilities are not finite. A :class:`ValueError` (the
+    input is at fault) and a :class:`FloatingPointError`.
+    """
+
+
+class InconsistentVersionWarning(UserWarning):
+    """A model pickled by another skdistill version was loaded.
+
+    Mirrors :class:`sklearn.exceptions.InconsistentVersionWarning`, for skdistill's own
+    version (scikit-learn warns separately about its version).
+
+    Parameters
+    ----------
+    estimator_name : str
+        Class name of the loaded estimator.
+    current_version : str
+        The skdistill version loading the model.
+    original_version : str
+        The skdistill version that saved it (``"unknown"`` for pickles that predate the
+        stored version).
+    """
+
+    def __init__(self, *, estimator_name: str, current_version: str, original_version: str):
+        self.estimator_name = estimator_name
+        self.current_version = current_version
+        self.original_version = original_version
+
+    def __str__(self) -> str:
+        if self.original_version == "unknown":
+            saved = "an unknown skdistill version (before versions were stored in pickles)"
+            hint = "Refit the model with this version."
+        else:
+            saved = f"skdistill version {self.original_version}"
+            hint = (
+                "Refit the model with this version, or load it with the version it was "
+                f"saved with (pip install skdistill=={self.original_version})."
+            )
+        return (
+            f"Trying to unpickle estimator {self.estimator_name} from {saved} when using "
+            f"version {self.current_version}. This might lead to breaking code or invalid "
+            f"results. {hint}"
+        )
+
+
+class IncompatibleModelError(RuntimeError):
+    """The weights in a pickled model do not fit the network this version builds for it."""

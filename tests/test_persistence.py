@@ -10,8 +10,15 @@ import pytest
 import torch
 from sklearn.frozen import FrozenEstimator
 
+import skdistill
 from skdistill import Cnn3DClassifier, DistilledClassifier
-from skdistill.exceptions import DeviceFallbackWarning
+from skdistill.estimators import _base as base_module
+from skdistill.estimators._base import VERSIONS_KEY
+from skdistill.exceptions import (
+    DeviceFallbackWarning,
+    IncompatibleModelError,
+    InconsistentVersionWarning,
+)
 
 from .conftest import FAST
 
@@ -100,3 +107,98 @@ def test_cuda_model_predicts_like_its_cpu_copy(volumes):
     cpu_copy.net_.module_.to("cpu")
     cpu_copy.device_ = "cpu"
     np.testing.assert_allclose(cpu_copy.predict_proba(X), clf.predict_proba(X), atol=1e-5)
+
+
+# -- versions stored in the pickle ---------------------------------------------------------
+OTHER_VERSIONS = {"skdistill": "0.0.1", "torch": "1.13.0"}
+
+
+def _saved_by(model, versions, monkeypatch) -> bytes:
+    """``model`` pickled as if by the library ``versions``."""
+    with monkeypatch.context() as patch:
+        patch.setattr(base_module, "current_versions", lambda: dict(versions))
+        return pickle.dumps(model)
+
+
+def _load_state(model, state):
+    loaded = object.__new__(type(model))
+    loaded.__setstate__(state)
+    return loaded
+
+
+def test_pickle_stores_the_library_versions(fitted_student):
+    state = fitted_student.__getstate__()
+    assert state[VERSIONS_KEY] == {"skdistill": skdistill.__version__, "torch": torch.__version__}
+    assert VERSIONS_KEY not in vars(pickle.loads(pickle.dumps(fitted_student)))
+
+
+def test_model_from_another_version_loads_with_a_warning(fitted_student, volumes, monkeypatch):
+    X, _ = volumes
+    payload = _saved_by(fitted_student, OTHER_VERSIONS, monkeypatch)
+    with pytest.warns(InconsistentVersionWarning, match="from skdistill version 0.0.1") as record:
+        loaded = pickle.loads(payload)
+    # One per estimator in the pickle, as scikit-learn's: the student and its (unfitted)
+    # teacher parameter.
+    names = [warning.message.estimator_name for warning in record]
+    assert sorted(names) == ["Cnn3DClassifier", "DistilledClassifier"]
+    warning = record[names.index("DistilledClassifier")].message
+    assert warning.original_version == "0.0.1"
+    assert warning.current_version == skdistill.__version__
+    assert "pip install skdistill==0.0.1" in str(warning)
+    np.testing.assert_array_equal(loaded.predict_proba(X), fitted_student.predict_proba(X))
+
+
+def test_unfitted_model_from_another_version_warns_too(monkeypatch):
+    payload = _saved_by(Cnn3DClassifier(arch="tiny"), OTHER_VERSIONS, monkeypatch)
+    with pytest.warns(InconsistentVersionWarning, match="Cnn3DClassifier"):
+        pickle.loads(payload)
+
+
+def test_pickle_without_stored_versions_warns_as_unknown(fitted_student):
+    state = fitted_student.__getstate__()
+    del state[VERSIONS_KEY]
+    with pytest.warns(InconsistentVersionWarning, match="unknown skdistill version") as record:
+        _load_state(fitted_student, state)
+    assert record[0].message.original_version == "unknown"
+
+
+def test_weights_that_do_not_fit_name_both_versions(fitted_student):
+    state = fitted_student.__getstate__()
+    state[VERSIONS_KEY] = dict(OTHER_VERSIONS)
+    name = next(iter(state["_module_weights"]))
+    state["_module_weights"][name] = torch.zeros(3)
+    with (
+        pytest.warns(InconsistentVersionWarning),
+        pytest.raises(IncompatibleModelError, match="DistilledClassifier") as excinfo,
+    ):
+        _load_state(fitted_student, state)
+    message = str(excinfo.value)
+    for version in (skdistill.__version__, torch.__version__, "0.0.1", "1.13.0", name):
+        assert version in message
+    assert "Refit the model" in message and "pip install skdistill==0.0.1" in message
+    assert isinstance(excinfo.value.__cause__, RuntimeError)  # torch's own message, chained
+
+
+def test_missing_weights_of_the_same_version_raise_without_a_warning(fitted_student):
+    state = fitted_student.__getstate__()
+    state["_module_weights"].popitem()
+    with pytest.raises(IncompatibleModelError, match="Missing key"):
+        _load_state(fitted_student, state)
+
+
+LOAD_WITH_WARNINGS_AS_ERRORS = """
+import sys, warnings
+import joblib
+import skdistill
+warnings.simplefilter("error")
+joblib.load(sys.argv[1])
+"""
+
+
+def test_joblib_load_in_a_fresh_process_gives_no_warning(fitted_student, tmp_path):
+    path = tmp_path / "model.joblib"
+    joblib.dump(fitted_student, path)
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_WITH_WARNINGS_AS_ERRORS, path], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr

@@ -1,5 +1,7 @@
 """Fast inference (channels-last, bf16 autocast) agrees with fp32; precision falls back."""
 
+import tracemalloc
+
 import numpy as np
 import pytest
 import torch
@@ -7,8 +9,12 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 from skdistill import Cnn3DClassifier
 from skdistill.datasets import make_subtomograms
+from skdistill.estimators import _teacher as teacher_module
+from skdistill.estimators._teacher import distillation_targets, teacher_log_proba
 from skdistill.utils import precision as precision_module
 from skdistill.utils.precision import autocast, bf16_supported, resolve_precision
+
+from .conftest import FAST
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +101,45 @@ def test_feature_rows_stay_in_fp32_where_bf16_convolution_fails():
     ).fit(X, X[:, 0].astype(int))  # fmt: skip
     assert clf.precision_ == "fp32"
     assert np.isfinite(clf.predict_proba(X[:2])).all()
+
+
+# -- float32 probabilities and soft targets --------------------------------------------------
+def test_probabilities_are_float32(volumes):
+    X, y = volumes
+    clf = Cnn3DClassifier(arch="tiny", random_state=0, **{**FAST, "max_epochs": 1}).fit(X, y)
+    assert clf.predict_proba(X).dtype == np.float32
+    assert clf.predict_log_proba(X).dtype == np.float32
+    np.testing.assert_allclose(np.exp(clf.predict_log_proba(X)), clf.predict_proba(X), rtol=1e-6)
+
+
+class _ProbaOnly:
+    """A teacher with ``predict_proba`` only, returning float64 with exact zeros."""
+
+    def predict_proba(self, X):
+        return np.array([[1.0, 0.0], [0.25, 0.75]])
+
+
+def test_teacher_log_proba_is_float32_and_finite():
+    log_proba = teacher_log_proba(_ProbaOnly(), None)
+    assert log_proba.dtype == np.float32
+    assert np.isfinite(log_proba).all()
+    np.testing.assert_allclose(np.exp(log_proba), [[1, 0], [0.25, 0.75]], rtol=1e-6, atol=1e-30)
+
+
+def test_soft_targets_need_no_float64_or_full_size_temporaries(monkeypatch):
+    monkeypatch.setattr(teacher_module, "_TARGET_CHUNK_VALUES", 2**16)
+    rng = np.random.default_rng(0)
+    n, n_classes, size = 64, 3, 16
+    logits = rng.normal(size=(n, n_classes, size, size, size)).astype(np.float32)
+    log_proba = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    hard = rng.integers(0, n_classes, size=(n, size, size, size))
+    result_bytes = n * (n_classes + 1) * size**3 * 4
+    tracemalloc.start()
+    try:
+        targets = distillation_targets(log_proba, hard, temperature=5.0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert targets.dtype == np.float32
+    # The result plus a chunk's temporaries; float64 softmax copies would be 1.5x each.
+    assert peak < 1.2 * result_bytes, f"peak {peak / result_bytes:.2f}x the result"

@@ -15,9 +15,16 @@ from sklearn.metrics import accuracy_score
 from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
+from skorch.dataset import Dataset
+from torch.utils.data import Subset
 
 from ..architectures import build_network, count_parameters, list_architectures
-from ..exceptions import DeviceFallbackWarning
+from ..exceptions import (
+    DeviceFallbackWarning,
+    IncompatibleModelError,
+    InconsistentVersionWarning,
+    NonFiniteOutputError,
+)
 from ..utils.device import local_torch_seed, resolve_device
 from ..utils.precision import PRECISIONS, autocast, resolve_precision, to_channels_last
 from ..utils.validation import validate_volumes
@@ -146,7 +153,11 @@ class BaseVolumeEstimator(BaseEstimator, metaclass=ABCMeta):
         config = self._training_config()
         module = self._build_module(seed)
         train_idx, valid_idx = split_train_valid(len(X), stratify, self.validation_fraction, seed)
-        valid = None if valid_idx is None else (X[valid_idx], targets[valid_idx])
+        # Index views of one dataset rather than copies of the rows: the loaders read the
+        # same samples in the same order, without a second copy of X and the targets.
+        data = Dataset(X, targets)
+        train = data if valid_idx is None else Subset(data, train_idx)
+        valid = None if valid_idx is None else Subset(data, valid_idx)
         with local_torch_seed(seed):
             net = make_net(
                 module,
@@ -157,7 +168,7 @@ class BaseVolumeEstimator(BaseEstimator, metaclass=ABCMeta):
                 class_weight=class_weight,
             )
             try:
-                net.fit(X[train_idx], targets[train_idx])
+                net.fit(train, None)
             finally:
                 close_progress_bars(net)
         best = best_epoch_index(net)
@@ -182,6 +193,12 @@ class BaseVolumeEstimator(BaseEstimator, metaclass=ABCMeta):
         ``reduce`` maps a batch of float32 logits to what is kept (the argmax over classes
         for ``predict``, the softmax for ``predict_proba``), so only that accumulates, in
         one array allocated at the first batch: the peak is the result plus a batch.
+
+        Raises
+        ------
+        NonFiniteOutputError
+            If the logits of a batch hold NaN or infinite values: no label or probability
+            is made from them.
         """
         check_is_fitted(self, "net_")
         precision = self._resolve_precision(self.inference_precision)
@@ -196,6 +213,7 @@ class BaseVolumeEstimator(BaseEstimator, metaclass=ABCMeta):
                 if cuda:
                     batch = batch.pin_memory().to(self.device_, non_blocking=True)
                 logits = module(to_channels_last(batch)).float()
+                check_finite_logits(logits, batch, start)
                 kept = (logits if reduce is None else reduce(logits)).cpu().numpy()
                 if output is None:
                     output = np.empty((n_volumes, *kept.shape[1:]), dtype=kept.dtype)
@@ -232,6 +250,7 @@ class BaseVolumeEstimator(BaseEstimator, metaclass=ABCMeta):
     def __getstate__(self):
         # object.__getstate__ returns the live __dict__: copy before removing anything.
         state = dict(super().__getstate__())
+        state[VERSIONS_KEY] = current_versions()
         net = state.pop("net_", None)
         if net is not None:
             state["_module_weights"] = {
@@ -242,6 +261,17 @@ class BaseVolumeEstimator(BaseEstimator, metaclass=ABCMeta):
 
     def __setstate__(self, state):
         weights = state.pop("_module_weights", None)
+        saved = state.pop(VERSIONS_KEY, None) or {}
+        current = current_versions()
+        if saved.get("skdistill") != current["skdistill"]:
+            warnings.warn(
+                InconsistentVersionWarning(
+                    estimator_name=type(self).__name__,
+                    current_version=current["skdistill"],
+                    original_version=saved.get("skdistill", "unknown"),
+                ),
+                stacklevel=2,
+            )
         super().__setstate__(state)
         if weights is None:
             return
@@ -254,9 +284,46 @@ class BaseVolumeEstimator(BaseEstimator, metaclass=ABCMeta):
             )
             self.device_ = "cpu"
         module = self._build_module()
-        module.load_state_dict(weights)
+        try:
+            module.load_state_dict(weights)
+        except RuntimeError as error:
+            raise IncompatibleModelError(
+                _incompatible_weights_message(type(self).__name__, saved, current, error)
+            ) from error
         config = self._training_config()
         self.net_ = make_net(module, config).initialize()
+
+
+#: Key of the library versions in the pickled state.
+VERSIONS_KEY = "_skdistill_versions"
+
+
+def current_versions() -> dict[str, str]:
+    """The skdistill and torch versions stored in pickles."""
+    from .. import __version__  # at call time: the package imports this module first
+
+    return {"skdistill": __version__, "torch": torch.__version__}
+
+
+def _incompatible_weights_message(name: str, saved: dict, current: dict, error) -> str:
+    """Why pickled weights do not load, naming the versions that saved and load them."""
+    saved_with = (
+        f"skdistill {saved['skdistill']} (torch {saved.get('torch', 'unknown')})"
+        if "skdistill" in saved
+        else "an unknown skdistill version"
+    )
+    reason = str(error).strip().splitlines()
+    hint = (
+        f"install the version it was saved with (pip install skdistill=={saved['skdistill']})"
+        if "skdistill" in saved
+        else "load it with the skdistill version it was saved with"
+    )
+    return (
+        f"The weights of this pickled {name} do not fit the network that skdistill "
+        f"{current['skdistill']} (torch {current['torch']}) builds for it; it was saved with "
+        f"{saved_with}. Refit the model with this version, or {hint} to use it. "
+        f"torch: {' '.join(line.strip() for line in reason[:3])}"
+    )
 
 
 class BaseVolumeClassifier(ClassifierMixin, BaseVolumeEstimator):
@@ -348,13 +415,49 @@ def _argmax_over_classes(logits: torch.Tensor) -> torch.Tensor:
 
 
 def softmax_over_classes(logits: torch.Tensor) -> torch.Tensor:
-    """Class probabilities of a batch of logits (axis 1), computed in float64."""
-    return torch.softmax(logits.double(), dim=1)
+    """Class probabilities of a batch of logits (axis 1), in float32.
+
+    The network computes its logits in float32 (or bfloat16), so a float64 softmax would
+    only add digits below their precision while doubling the memory of the result, which
+    for segmentation is ``n_classes`` values per voxel. Probabilities below float32's
+    smallest normal number (about 1e-38) round to 0; :meth:`predict_log_proba` keeps them.
+    """
+    return torch.softmax(logits.float(), dim=1)
 
 
 def log_softmax_over_classes(logits: torch.Tensor) -> torch.Tensor:
-    """Log-probabilities of a batch of logits (axis 1), computed in float64."""
-    return torch.log_softmax(logits.double(), dim=1)
+    """Log-probabilities of a batch of logits (axis 1), in float32 (stable, no underflow)."""
+    return torch.log_softmax(logits.float(), dim=1)
+
+
+def check_finite_logits(logits: torch.Tensor, batch: torch.Tensor, start: int) -> None:
+    """Raise :class:`NonFiniteOutputError` if a batch of logits holds NaN or infinity.
+
+    One reduction on the device per batch; the details of the message are only computed
+    when it fails.
+
+    Parameters
+    ----------
+    logits : torch.Tensor of shape (k, n_classes, ...)
+        The network's outputs for the batch.
+    batch : torch.Tensor of shape (k, C, D, H, W)
+        The batch's input volumes.
+    start : int
+        Index of the batch's first volume in the data passed to the estimator.
+    """
+    if bool(torch.isfinite(logits).all()):
+        return
+    bad = (~torch.isfinite(logits)).flatten(start_dim=1).any(dim=1).nonzero().flatten()
+    rows = [start + int(i) for i in bad[:5]]
+    more = f" and {len(bad) - len(rows)} more" if len(bad) > len(rows) else ""
+    largest = float(batch.abs().max())
+    raise NonFiniteOutputError(
+        f"The network's outputs are NaN or infinite for volume(s) {rows}{more} (batch of "
+        f"volumes {start}..{start + len(logits) - 1}, largest |value| in it {largest:.3g}), "
+        "so no prediction can be made from them. The input values are probably far outside "
+        "the range the network was trained on: check the input scale, e.g. normalise the "
+        "volumes as in training (skdistill.preprocessing.VolumeNormalizer)."
+    )
 
 
 def split_train_valid(

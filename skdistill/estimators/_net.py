@@ -194,7 +194,7 @@ def make_net(
     config: TrainingConfig,
     *,
     distillation: tuple[float, float] | None = None,
-    valid_data: tuple[np.ndarray, np.ndarray] | None = None,
+    valid_data: tuple[np.ndarray, np.ndarray] | torch.utils.data.Dataset | None = None,
     seed: int = 0,
     class_weight: np.ndarray | None = None,
 ) -> NeuralNet:
@@ -209,7 +209,7 @@ def make_net(
     distillation : (temperature, alpha), default=None
         Train with :class:`~skdistill.losses.DistillationLoss` on packed soft targets
         instead of cross-entropy on class indices.
-    valid_data : (X, y), default=None
+    valid_data : (X, y) or torch Dataset, default=None
         Held-out data for validation loss, accuracy and early stopping.
     seed : int, default=0
         Seed of the training data loader's shuffling.
@@ -263,7 +263,7 @@ def make_net(
         **_optimizer_params(config),
         max_epochs=config.max_epochs,
         batch_size=config.batch_size,
-        train_split=None if valid_data is None else predefined_split(Dataset(*valid_data)),
+        train_split=None if valid_data is None else predefined_split(_as_dataset(valid_data)),
         callbacks=callbacks,
         iterator_train__shuffle=True,
         iterator_train__generator=torch.Generator().manual_seed(seed),
@@ -284,6 +284,11 @@ def softmax_over_class_axis(logits: torch.Tensor) -> torch.Tensor:
     as skorch documents, for classifiers and segmenters alike.
     """
     return torch.softmax(logits, dim=1)
+
+
+def _as_dataset(data) -> torch.utils.data.Dataset:
+    """A torch dataset of ``data``: as is, or a skorch ``Dataset`` of an ``(X, y)`` pair."""
+    return data if isinstance(data, torch.utils.data.Dataset) else Dataset(*data)
 
 
 def _optimizer_params(config: TrainingConfig) -> dict:

@@ -537,8 +537,9 @@ validation_fraction, device, precision, inference_precision, random_state, verbo
                 f"the student segments {self.n_classes_} classes of volumes "
                 f"{self.input_shape_}; fit the teacher on the same classes or pass n_classes."
             )
-        targets = distillation_targets(log_proba, masks.astype(np.float32), self.temperature)
+        targets = distillation_targets(log_proba, masks, self.temperature)
         self.class_weight_ = self._class_weights(masks)
+        del log_proba, masks  # the targets hold both: free them before training
         self._train(
             X,
             targets,

@@ -5,10 +5,11 @@ from __future__ import annotations
 from numbers import Integral
 
 import numpy as np
-from scipy.special import softmax
 from sklearn.base import clone, is_classifier
 from sklearn.frozen import FrozenEstimator
 from sklearn.utils.validation import check_is_fitted, check_memory
+
+from ..exceptions import NonFiniteOutputError
 
 __all__ = ["TeacherMixin", "distillation_targets", "teacher_log_proba"]
 
@@ -19,20 +20,34 @@ def _fit_teacher(teacher, X, y):
 
 
 def teacher_log_proba(teacher, X) -> np.ndarray:
-    """Teacher log-probabilities: logits up to a per-row constant, which softmax ignores."""
+    """Teacher log-probabilities in float32: logits up to a per-row constant.
+
+    ``predict_log_proba`` is used when the teacher has it (skdistill's estimators compute it
+    stably from the logits); otherwise the log of ``predict_proba``, with zeros clipped to
+    float32's smallest normal number. float32 like the networks' own logits: a float64 copy
+    would double the memory of per-voxel probabilities and add no information.
+    """
     if hasattr(teacher, "predict_log_proba"):
-        return np.asarray(teacher.predict_log_proba(X), dtype=np.float64)
-    proba = np.asarray(teacher.predict_proba(X), dtype=np.float64)
-    return np.log(np.clip(proba, np.finfo(np.float64).tiny, None))
+        return np.asarray(teacher.predict_log_proba(X), dtype=np.float32)
+    proba = np.asarray(teacher.predict_proba(X), dtype=np.float32)
+    log_proba = np.clip(proba, np.finfo(np.float32).tiny, None)
+    return np.log(log_proba, out=log_proba)
+
+
+#: Values of the soft targets computed at a time (temporaries stay a few MB).
+_TARGET_CHUNK_VALUES = 2**22
 
 
 def distillation_targets(log_proba: np.ndarray, hard: np.ndarray, temperature: float):
     """Soft labels at ``temperature`` packed with the hard labels along axis 1.
 
+    Computed in float32, a chunk of rows at a time, straight into the result: no float64
+    or full-size temporary copies beside it.
+
     Parameters
     ----------
     log_proba : ndarray of shape (n, n_classes) or (n, n_classes, D, H, W)
-        Teacher log-probabilities.
+        Teacher log-probabilities (``-inf`` for probability 0 is allowed).
     hard : ndarray of shape (n,) or (n, D, H, W)
         Class indices; ``-1`` where unlabeled.
     temperature : float
@@ -42,9 +57,43 @@ def distillation_targets(log_proba: np.ndarray, hard: np.ndarray, temperature: f
     -------
     ndarray of shape (n, n_classes + 1, ...), dtype float32
         ``softmax(log_proba / T)`` in the first ``n_classes`` channels, ``hard`` in the last.
+
+    Raises
+    ------
+    NonFiniteOutputError
+        If a row's soft labels are not finite: its log-probabilities hold NaN or ``+inf``,
+        or are all ``-inf``.
     """
-    soft = softmax(log_proba / temperature, axis=1)
-    return np.concatenate([soft, hard[:, np.newaxis]], axis=1).astype(np.float32)
+    log_proba = np.asarray(log_proba)
+    n_samples, n_classes = log_proba.shape[:2]
+    targets = np.empty((n_samples, n_classes + 1, *log_proba.shape[2:]), dtype=np.float32)
+    step = max(1, _TARGET_CHUNK_VALUES // max(1, log_proba[:1].size))
+    for start in range(0, n_samples, step):
+        stop = min(start + step, n_samples)
+        soft = targets[start:stop, :n_classes]  # a view: computed in place
+        with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows raise below
+            np.divide(log_proba[start:stop], temperature, out=soft, casting="same_kind")
+            soft -= soft.max(axis=1, keepdims=True)
+            np.exp(soft, out=soft)
+            soft /= soft.sum(axis=1, keepdims=True)
+        _check_finite_targets(soft, start)
+        targets[start:stop, n_classes] = hard[start:stop]
+    return targets
+
+
+def _check_finite_targets(soft: np.ndarray, start: int) -> None:
+    finite = np.isfinite(soft).reshape(len(soft), -1).all(axis=1)
+    if finite.all():
+        return
+    bad = start + np.flatnonzero(~finite)
+    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    raise NonFiniteOutputError(
+        f"The teacher's probabilities give no valid soft labels for sample(s) "
+        f"{bad[:5].tolist()}{more}: its log-probabilities there hold NaN or +inf, or are "
+        "-inf for every class. Check the teacher's predict_proba on these samples and the "
+        "input scale (e.g. normalise the volumes with "
+        "skdistill.preprocessing.VolumeNormalizer)."
+    )
 
 
 class TeacherMixin:
