@@ -172,6 +172,19 @@ def run(args: argparse.Namespace) -> int:
         hint="Pass fewer --jobs or a smaller --size.",
     )
     entropy = seed_entropy(args.seed)
+    plan = SimulationPlan(
+        n_classes=args.classes,
+        size=args.size,
+        voxel_size=args.voxel_size,
+        snr=args.snr,
+        tilt_range=args.tilt_range,
+        defocus=args.defocus,
+        voltage=args.voltage,
+        cs=args.cs,
+        max_shift=args.max_shift,
+        templates=None,
+        entropy=entropy,
+    )
     # Entering checks the output folder and takes its lock, before any simulation.
     with (
         publish_directory(
@@ -181,19 +194,6 @@ def run(args: argparse.Namespace) -> int:
             total=args.n, desc="simulate", unit="vol", file=sys.stderr, disable=args.quiet
         ) as progress,
     ):
-        plan = SimulationPlan(
-            n_classes=args.classes,
-            size=args.size,
-            voxel_size=args.voxel_size,
-            snr=args.snr,
-            tilt_range=args.tilt_range,
-            defocus=args.defocus,
-            voltage=args.voltage,
-            cs=args.cs,
-            max_shift=args.max_shift,
-            templates=None,
-            entropy=entropy,
-        )
         writer = StreamWriter(
             _simulate(plan, args.n, args.jobs), voxel_size=args.voxel_size, progress=progress
         )
