@@ -41,6 +41,13 @@ def test_net_predict_proba_gives_probabilities(fitted, volumes):
         fitted.set_params(inference_precision="auto")
 
 
+def test_net_predict_proba_takes_volumes_without_a_channel_axis(fitted, volumes):
+    X, _ = volumes
+    np.testing.assert_allclose(
+        fitted.net_.predict_proba(X), fitted.net_.predict_proba(X[:, np.newaxis]), rtol=1e-6
+    )
+
+
 def test_module_is_the_trained_network(fitted, volumes):
     X, _ = volumes
     assert fitted.module_ is fitted.net_.module_

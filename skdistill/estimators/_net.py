@@ -55,7 +55,12 @@ class TrainingNet(NeuralNet):
         return self
 
     def infer(self, x, **fit_params):
-        x = to_channels_last(to_tensor(x, device=self.device))
+        x = to_tensor(x, device=self.device)
+        if isinstance(x, torch.Tensor) and x.ndim == 4:
+            # volumes (n, D, H, W) as the estimators take them: add the channel axis, so that
+            # ``est.net_.predict_proba(X)`` works on the same X as ``est.predict_proba(X)``
+            x = x.unsqueeze(1)
+        x = to_channels_last(x)
         with autocast(self.device, self.precision):
             return super().infer(x, **fit_params).float()
 
