@@ -182,6 +182,36 @@ def test_image_stack_space_group_with_non_cubic_shape_is_refused_as_2d(tmp_path)
         SubtomogramStack(path)
 
 
+def test_non_cubic_volume_with_image_stack_space_group_is_not_called_only_a_stack(tmp_path):
+    path = tmp_path / "imod.mrc"
+    with mrcfile.new(path, np.zeros((10, 12, 12), dtype=np.float32)) as mrc:
+        mrc.set_image_stack()
+    with pytest.raises(ValueError, match=r"either a stack of 10 2D images.*or a non-cubic volume"):
+        read_header(path)
+
+
+@pytest.mark.parametrize("stamp", [(0, 0, 0, 0), (0x44, 0x20, 0x20, 0x20)])
+def test_non_standard_machine_stamp_is_read_with_a_warning(tmp_path, stamp):
+    """cryoDRGN (before 2023) and some IMOD/Amira exports write odd machine stamps."""
+    volumes = _volumes(1)
+    path = _write_mrc(tmp_path / "stamp.mrc", volumes[0])
+    with mrcfile.open(path, "r+") as mrc:
+        mrc.header.machst = stamp
+    with pytest.warns(UserWarning, match="non-standard machine stamp.*IEEE_LE_MACHST"):
+        X, _ = read_subtomograms(path)
+    np.testing.assert_array_equal(X[0], volumes[0])
+
+
+def test_machine_stamp_is_not_an_excuse_for_a_wrong_size(tmp_path):
+    path = _write_mrc(tmp_path / "stamp.mrc", _volumes(1)[0])
+    with mrcfile.open(path, "r+") as mrc:
+        mrc.header.machst = (0, 0, 0, 0)
+    with open(path, "ab") as handle:
+        handle.write(b"junk")
+    with pytest.warns(UserWarning, match="machine stamp"), pytest.raises(ValueError, match="4"):
+        read_header(path)
+
+
 def test_cubic_volume_with_image_stack_space_group_is_read(tmp_path):
     # Older programs write space group 0 for volumes too.
     path = tmp_path / "old.mrc"

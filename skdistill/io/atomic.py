@@ -16,9 +16,11 @@ complete new set, never a mix, whatever happens to the writer:
   signals are held back while skdistill's own steps run (publishing, clean-up), so that
   they cannot cut those short; this only where the signal has its default action and in the
   main thread.
-- **SIGKILL and power loss.** Leftovers are hidden siblings of the target
+- **SIGKILL.** Leftovers are hidden siblings of the target
   (``.NAME.skdistill-tmp-*``, ``.NAME.skdistill-old-*``, the lock file), never inside it, so
-  no reader takes them for data; the next write to the same target removes them.
+  no reader takes them for data; the next write to the same target removes them. Files are
+  not ``fsync``-ed: after a power cut or kernel crash, the file system may hold a published
+  folder whose last-written files are empty or short (the readers' size checks refuse them).
 - **Overwriting.** Without ``overwrite`` an existing non-empty target is refused. With it,
   the old folder is swapped for the new one (``renameat2(RENAME_EXCHANGE)`` on Linux, where
   the file system supports it: one atomic step; elsewhere two renames, between which the

@@ -114,7 +114,7 @@ def read_header(path: str | os.PathLike) -> MrcInfo:
     compression = _compression(path)
     actual = _file_size(path, compression)
     with _strictly(path):
-        with mrcfile.open(path, header_only=True, permissive=False) as mrc:
+        with _open(mrcfile.open, path, header_only=True) as mrc:
             header = mrc.header
             shape = tuple(int(size) for size in data_shape_from_header(header))
             dtype = data_dtype_from_header(header)
@@ -169,7 +169,7 @@ def header_problems(path: str | os.PathLike) -> list[str]:
     path = Path(path)
     report = io.StringIO()
     with _strictly(path):
-        with mrcfile.open(path, header_only=True, permissive=False) as mrc:
+        with _open(mrcfile.open, path, header_only=True) as mrc:
             mrc.validate(print_file=report)
     # Without the data, mrcfile compares the header statistics with zeros and skips the file
     # size, which read_header checks.
@@ -206,10 +206,8 @@ def read_volumes(
     """
     path = Path(path)
     with _strictly(path):
-        if _compression(path) is None:
-            mrc = mrcfile.mmap(path, mode="r", permissive=False)
-        else:
-            mrc = mrcfile.open(path, mode="r", permissive=False)
+        opener = mrcfile.mmap if _compression(path) is None else mrcfile.open
+        mrc = _open(opener, path, mode="r")
     with mrc:
         data = mrc.data
         if data is None or data.ndim not in (3, 4) or data.shape[-3:] != tuple(volume_shape):
@@ -242,6 +240,36 @@ def write_new_volume(path: str | os.PathLike, volume: np.ndarray, *, voxel_size:
         mrc.voxel_size = voxel_size
 
 
+def _open(opener, path: Path, **kwargs):
+    """Open ``path`` strictly; a file whose only fault is its machine stamp is read anyway.
+
+    Some programs write a non-standard machine stamp (cryoDRGN before 2023 writes
+    ``00 00 00 00``, some IMOD and Amira exports ``44 20 20 20``; mrcfile issues #4 and #47).
+    mrcfile refuses such files unless opened permissively, which then assumes little-endian
+    data (what every current platform writes). The file's size is still checked by
+    :func:`read_header`, so a corrupt file is not let through: the stamp alone is forgiven,
+    with a warning that says how to fix the file.
+    """
+    try:
+        return opener(path, permissive=False, **kwargs)
+    except ValueError as exc:
+        if _MACHINE_STAMP not in str(exc).lower():
+            raise
+        warnings.warn(
+            f"MRC file {path} has a non-standard machine stamp ({exc}); it is read as "
+            "little-endian, as mrcfile does in permissive mode. To fix the file: "
+            "mrc.header.machst = mrcfile.constants.IEEE_LE_MACHST in mrcfile.open(path, "
+            "'r+', permissive=True).",
+            UserWarning,
+            stacklevel=4,
+        )
+        return opener(path, permissive=True, **kwargs)
+
+
+#: The words of mrcfile's message about a machine stamp it does not recognise.
+_MACHINE_STAMP = "machine stamp"
+
+
 @contextlib.contextmanager
 def _strictly(path: Path) -> Iterator[None]:
     """Turn mrcfile's ``ValueError`` and warnings while opening ``path`` into ``ValueError``.
@@ -257,7 +285,10 @@ def _strictly(path: Path) -> Iterator[None]:
             raise _invalid_file_error(path, exc) from exc
     problems = "; ".join(
         dict.fromkeys(
-            str(item.message) for item in caught if issubclass(item.category, RuntimeWarning)
+            str(item.message)
+            for item in caught
+            if issubclass(item.category, RuntimeWarning)
+            and _MACHINE_STAMP not in str(item.message).lower()  # forgiven by _open
         )
     )
     for item in caught:
@@ -365,10 +396,14 @@ def _check_not_image_stack(path: Path, shape: tuple[int, ...], space_group: int)
             else "its header marks it as a stack of 2D images (space group 0) and the stack is "
             "not cubic"
         )
-        raise ValueError(
-            f"MRC file {path} holds a stack of {n_images} 2D images of {height} x {width} "
-            f"pixels, not a volume: {reason}. {_NEEDS_3D}"
+        what = (
+            f"a stack of {n_images} 2D images of {height} x {width} pixels"
+            if is_mrcs
+            else f"either a stack of {n_images} 2D images of {height} x {width} pixels or a "
+            f"non-cubic volume of {n_images} x {height} x {width} voxels (some programs write "
+            "space group 0 for volumes too; skdistill needs cubic volumes: crop or pad it)"
         )
+        raise ValueError(f"MRC file {path} holds {what}, not a cubic volume: {reason}. {_NEEDS_3D}")
 
 
 def _invalid_file_error(path: Path, exc: Exception) -> ValueError:

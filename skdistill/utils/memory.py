@@ -30,16 +30,43 @@ def format_bytes(n_bytes: float) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _cgroup_limit_files() -> list[Path]:
+    """Memory-limit files of this process's cgroups and their ancestors, then the root ones."""
+    root = Path("/sys/fs/cgroup")
+    files = []
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            number, controllers, path = line.split(":", 2)
+            if number == "0" and not controllers:  # cgroup v2: "0::/path/of/this/cgroup"
+                base, name = root, "memory.max"
+            elif "memory" in controllers.split(","):  # cgroup v1: "4:memory:/path"
+                base, name = root / "memory", "memory.limit_in_bytes"
+            else:
+                continue
+            group = base / path.strip().lstrip("/")
+            while group != base and base in group.parents:
+                files.append(group / name)
+                group = group.parent
+    except (OSError, ValueError):
+        pass
+    return [*files, root / "memory.max", root / "memory" / "memory.limit_in_bytes"]
+
+
 def _cgroup_limit() -> int | None:
-    """The memory limit of this process's cgroup (containers, SLURM jobs), if any."""
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+    """The tightest memory limit of this process's cgroups (containers, SLURM jobs), if any.
+
+    The group's current use is not subtracted: it counts the page cache, which the kernel
+    reclaims, so subtracting it would refuse jobs that fit.
+    """
+    limits = []
+    for path in _cgroup_limit_files():
         try:
-            text = Path(path).read_text().strip()
+            text = path.read_text().strip()
         except OSError:
             continue
         if text.isdigit() and int(text) < 2**60:
-            return int(text)
-    return None
+            limits.append(int(text))
+    return min(limits) if limits else None
 
 
 def _meminfo_available() -> int | None:
@@ -60,7 +87,7 @@ def available_memory() -> int | None:
     On Linux this is ``MemAvailable`` from ``/proc/meminfo``, capped by the cgroup limit of a
     container or batch job; elsewhere the physical memory (``os.sysconf``).
     """
-    candidates = [value for value in (_meminfo_available(), _cgroup_limit()) if value]
+    candidates = [value for value in (_meminfo_available(), _cgroup_limit()) if value is not None]
     if not candidates:
         try:
             candidates = [os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")]
