@@ -6,12 +6,15 @@
 - :func:`read_subtomograms` reads them (or a directory, an MRC stack, a list of MRC files)
   into memory.
 - :class:`SubtomogramStack` is the lazy, memory-mapped view both build on.
+- :func:`write_predictions` writes predicted classes back into a copy of the particles
+  STAR file they came from, every other block, column and row kept.
 - Label volumes (segmentation masks) are written with ``write_subtomograms(..., masks=...)``,
   listed in the STAR column ``rlnMaskName``, and read with
   :func:`read_segmentation_subtomograms` or lazily with :class:`MaskStack`.
 """
 
 from .labels import MaskStack, read_segmentation_subtomograms
+from .predictions import write_predictions
 from .stack import SubtomogramStack
 from .star import PixelSizeWarning
 from .subtomograms import read_subtomograms, write_subtomograms
@@ -22,5 +25,6 @@ __all__ = [
     "SubtomogramStack",
     "read_segmentation_subtomograms",
     "read_subtomograms",
+    "write_predictions",
     "write_subtomograms",
 ]

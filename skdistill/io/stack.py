@@ -60,6 +60,10 @@ class SubtomogramStack(LazyVolumes):
         ZYZ Euler angles ``(rot, tilt, psi)`` in degrees, or None.
     shifts : ndarray of shape (n, 3) or None
         Particle offsets from the box centre in voxels, ordered ``(z, y, x)``, or None.
+    star_path : Path or None
+        The STAR file the particles were listed in (for
+        :func:`~skdistill.io.write_predictions`), or None for MRC files and folders without
+        one.
     paths : list of Path
         The file of each volume (a stack file repeats once per volume it holds).
     shape : tuple of int
@@ -103,6 +107,7 @@ class SubtomogramStack(LazyVolumes):
         self.class_names = table.class_names
         self.rotations = table.rotations
         self.shifts = table.shifts
+        self.star_path = _star_path(source)
 
     @property
     def dtype(self) -> np.dtype:
@@ -286,3 +291,13 @@ def _header_voxel_size(infos: dict) -> float | None:
                 "of one data set must share a voxel size; rescale them to one size."
             )
     return known[0].voxel_size if known else None
+
+
+def _star_path(source) -> Path | None:
+    """The STAR file a stack's particles come from (a ``.star`` file or a data set folder)."""
+    if not isinstance(source, (str, os.PathLike)):
+        return None
+    path = Path(source)
+    if path.is_dir():
+        path = path / PARTICLES_STAR
+    return path if path.suffix.lower() == ".star" and path.is_file() else None
