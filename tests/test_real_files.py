@@ -12,6 +12,7 @@ from pathlib import Path
 
 import mrcfile
 import numpy as np
+import pandas as pd
 import pytest
 import starfile
 
@@ -82,6 +83,27 @@ def test_relion5_3d_subtomograms_from_the_project_folder(relion5_project, monkey
     # rlnOriginXAngst of the first particle is -2.41904 Å: a shift of +2.41904 / 12.42 voxels.
     assert stack.shifts[0, 2] == pytest.approx(2.41904 / 12.42)
     assert stack[3][0, 0, 0] == 3
+
+
+def test_relion5_stack_keeps_its_tables_and_tomogram_groups(relion5_project, monkeypatch):
+    from sklearn.model_selection import GroupKFold
+
+    monkeypatch.chdir(relion5_project.parents[2])
+    stack = SubtomogramStack(relion5_project)
+    tables = starfile.read(relion5_project, always_dict=True)
+    pd.testing.assert_frame_equal(stack.particles, tables["particles"])
+    pd.testing.assert_frame_equal(stack.optics, tables["optics"])
+    np.testing.assert_array_equal(stack.groups, tables["particles"]["rlnTomoName"].astype(str))
+    for train, test in GroupKFold(2).split(np.zeros(len(stack)), groups=stack.groups):
+        assert not set(stack.groups[train]) & set(stack.groups[test])
+
+
+def test_stack_without_a_star_file_has_no_tables(tmp_path):
+    path = tmp_path / "one.mrc"
+    with mrcfile.new(path, np.zeros((8, 8, 8), dtype=np.float32)) as mrc:
+        mrc.voxel_size = 10.0
+    stack = SubtomogramStack(path)
+    assert stack.particles is None and stack.optics is None and stack.groups is None
 
 
 def test_relion5_images_missing_from_elsewhere_name_both_places(relion5_project, tmp_path):

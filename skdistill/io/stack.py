@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import starfile
 
 from ._lazy import LazyVolumes
 from .mrc import MrcInfo, read_header
-from .star import PARTICLES_STAR, ParticleTable, PixelSizeWarning, read_particles_star
+from .star import (
+    PARTICLES_STAR,
+    ParticleTable,
+    PixelSizeWarning,
+    _particles_block,
+    read_particles_star,
+)
 
 __all__ = ["SubtomogramStack"]
 
@@ -60,6 +69,11 @@ class SubtomogramStack(LazyVolumes):
         ZYZ Euler angles ``(rot, tilt, psi)`` in degrees, or None.
     shifts : ndarray of shape (n, 3) or None
         Particle offsets from the box centre in voxels, ordered ``(z, y, x)``, or None.
+    particles, optics : pandas.DataFrame or None
+        The STAR file's particle table (all columns, original order) and optics table.
+    groups : ndarray of str or None
+        The tomogram of each volume (``rlnTomoName``, else ``rlnMicrographName``), for
+        ``GroupKFold``.
     star_path : Path or None
         The STAR file the particles were listed in (for
         :func:`~skdistill.io.write_predictions`), or None for MRC files and folders without
@@ -108,6 +122,40 @@ class SubtomogramStack(LazyVolumes):
         self.rotations = table.rotations
         self.shifts = table.shifts
         self.star_path = _star_path(source)
+
+    @functools.cached_property
+    def _star_blocks(self) -> dict:
+        return {} if self.star_path is None else starfile.read(self.star_path, always_dict=True)
+
+    @property
+    def particles(self) -> pd.DataFrame | None:
+        """The whole particle table of the STAR file (all columns, original order), or None.
+
+        Read from the file on first access. Row ``i`` describes volume ``i``.
+        """
+        blocks = self._star_blocks
+        return None if not blocks else _particles_block(self.star_path, blocks)
+
+    @property
+    def optics(self) -> pd.DataFrame | None:
+        """The STAR file's optics table (RELION 3.1+), or None."""
+        optics = self._star_blocks.get("optics")
+        return optics if isinstance(optics, pd.DataFrame) else None
+
+    @property
+    def groups(self) -> np.ndarray | None:
+        """The tomogram (``rlnTomoName``, else ``rlnMicrographName``) of each volume, or None.
+
+        For ``GroupKFold``: ``cross_val_score(est, stack, y, groups=stack.groups,
+        cv=GroupKFold(3))`` keeps the particles of one tomogram on one side of every split;
+        splitting them across training and test folds leaks (neighbours share the tomogram's
+        defocus, thickness and noise).
+        """
+        particles = self.particles
+        for label in ("rlnTomoName", "rlnMicrographName"):
+            if particles is not None and label in particles:
+                return particles[label].astype(str).to_numpy()
+        return None
 
     @property
     def dtype(self) -> np.dtype:
