@@ -257,3 +257,18 @@ def test_sigterm_cleans_up(tmp_path):
     _, stderr = holder.communicate(timeout=60)
     assert holder.returncode == 143
     assert _names(tmp_path) == [], stderr
+
+
+def test_write_atomically_without_overwrite_never_replaces_a_file_that_appeared(tmp_path):
+    target = tmp_path / "out.star"
+
+    def write(path: Path) -> None:
+        path.write_text("new")
+        target.write_text("written by another process meanwhile")
+
+    with pytest.raises(FileExistsError, match="created by another writer"):
+        atomic.write_atomically([(target, write)], overwrite=False)
+    assert target.read_text() == "written by another process meanwhile"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.star"]  # no temporary left
+    atomic.write_atomically([(target, write)])
+    assert target.read_text() == "new"

@@ -137,7 +137,9 @@ def publish_directory(
             raise
 
 
-def write_atomically(jobs: Sequence[tuple[Path, Callable[[Path], None]]]) -> None:
+def write_atomically(
+    jobs: Sequence[tuple[Path, Callable[[Path], None]]], *, overwrite: bool = True
+) -> None:
     """Write several files so that each target is either left as it was or fully replaced.
 
     For single files (a model file, say); a set of files that belong together goes through
@@ -151,6 +153,10 @@ def write_atomically(jobs: Sequence[tuple[Path, Callable[[Path], None]]]) -> Non
     ----------
     jobs : sequence of (Path, callable)
         Target paths and the functions that write their contents to a given (new) path.
+    overwrite : bool, default=True
+        Replace existing targets. If false, each file is moved into place with
+        :func:`os.link`, which fails rather than replace a target that appeared meanwhile
+        (another process won the race): then ``FileExistsError`` names it.
     """
     temporaries: list[Path] = []
     try:
@@ -159,7 +165,16 @@ def write_atomically(jobs: Sequence[tuple[Path, Callable[[Path], None]]]) -> Non
             temporaries.append(temporary)
             write(temporary)
         for (target, _), temporary in zip(jobs, temporaries, strict=True):
-            os.replace(temporary, target)
+            if overwrite:
+                os.replace(temporary, target)
+                continue
+            try:
+                os.link(temporary, target)
+            except FileExistsError:
+                raise FileExistsError(
+                    f"{target} was created by another writer while this one was written; it "
+                    "was not replaced. Pass overwrite=True or choose another file."
+                ) from None
     finally:
         for temporary in temporaries:
             temporary.unlink(missing_ok=True)

@@ -11,13 +11,13 @@ class numbers to the class names. RELION ignores blocks it does not know.
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import starfile
 
+from .atomic import write_atomically
 from .stack import SubtomogramStack
 from .star import CLASS_NAME_LABEL, _particles_block, check_class_name
 
@@ -108,7 +108,8 @@ def write_predictions(
     blocks[CLASSES_BLOCK] = pd.DataFrame(
         {_CLASS_NUMBER: np.arange(1, len(classes) + 1), CLASS_NAME_LABEL: names}
     )
-    _write_star(blocks, out, overwrite=overwrite)
+    texts = {key: _exact_text(block) for key, block in blocks.items()}
+    write_atomically([(out, lambda path: starfile.write(texts, path))], overwrite=overwrite)
     return out
 
 
@@ -160,25 +161,6 @@ def _top_probability(proba, n_particles: int, n_classes: int) -> np.ndarray:
     if not np.all(np.isfinite(proba)) or proba.min() < 0 or proba.max() > 1:
         raise ValueError("proba must hold probabilities in [0, 1], as predict_proba returns.")
     return proba.max(axis=1)
-
-
-def _write_star(blocks: dict, out: Path, *, overwrite: bool) -> None:
-    """Write ``blocks`` to a temporary file beside ``out`` and move it into place."""
-    temporary = out.with_name(f".{out.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        starfile.write({name: _exact_text(block) for name, block in blocks.items()}, temporary)
-        if overwrite:
-            os.replace(temporary, out)
-        else:
-            try:
-                os.link(temporary, out)  # fails if out appeared meanwhile: never clobbers
-            except FileExistsError:
-                raise FileExistsError(
-                    f"{out} was created by someone else while the predictions were written; "
-                    "nothing was replaced. Pass overwrite=True or choose another file."
-                ) from None
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def _exact_text(block):
