@@ -3,7 +3,10 @@
 ``skdistill demo`` reproduces the distillation paper's Tables 1-2 on simulated data
 (:mod:`skdistill.experiments`); ``skdistill simulate`` writes simulated subtomograms to disk
 (:func:`~skdistill.datasets.make_subtomograms`, :mod:`skdistill.io`); ``skdistill info``
-describes subtomograms on disk (:class:`~skdistill.io.SubtomogramStack`). Run it as
+describes subtomograms on disk (:class:`~skdistill.io.SubtomogramStack`); ``skdistill
+fit`` trains a classifier on a STAR file's particles and saves a model file
+(:func:`~skdistill.save_model`); ``skdistill predict`` classifies particles with one and
+writes the classes back into their STAR file (:func:`~skdistill.io.write_predictions`). Run it as
 ``skdistill`` or ``python -m skdistill``.
 
 Each subcommand is a module with ``add_parser(subparsers)``, which adds its parser and sets
@@ -19,19 +22,20 @@ import sys
 from typing import NoReturn
 
 from .. import __version__
-from . import _demo, _info, _simulate
+from . import _demo, _fit, _info, _predict, _simulate
 from ._arguments import HelpFormatter
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: The subcommands, in the order ``skdistill --help`` lists them.
-COMMANDS = (_demo, _simulate, _info)
+COMMANDS = (_demo, _simulate, _info, _fit, _predict)
 
 _PREFIX = "skdistill: error:"
 
 _DESCRIPTION = """\
-Distil 3D CNNs for cryo-ET subtomograms (demo), simulate subtomograms and inspect
-subtomogram data sets (MRC files, RELION STAR).
+Distil 3D CNNs for cryo-ET subtomograms (demo), simulate subtomograms, inspect
+subtomogram data sets (MRC files, RELION STAR), train classifiers on a RELION or Warp
+project's particles (fit) and write their classes back (predict).
 Run 'skdistill COMMAND --help' for the options of a command.
 """
 
@@ -40,6 +44,10 @@ examples:
   skdistill demo
   skdistill simulate --n 2000 --snr 0.05 --size 40 --seed 0 --out data/snr005
   skdistill info data/snr005
+  skdistill fit --star train.star --tomograms tomograms.star --box 40 --arch s1 \\
+      --teacher-arch dsrf3d_v2 --model s1.safetensors
+  skdistill predict --model s1.safetensors --star particles.star \\
+      --tomograms tomograms.star --out classified.star
 """
 
 

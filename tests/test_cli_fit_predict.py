@@ -1,0 +1,196 @@
+"""Tests of ``skdistill fit`` and ``skdistill predict`` (in-process, tiny networks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import starfile
+
+from skdistill import load_model
+from skdistill.cli import main
+from skdistill.cli._predict import format_histogram
+from skdistill.datasets import make_toy_volumes
+from skdistill.io import SubtomogramStack, write_subtomograms
+
+PREFIX = "skdistill: error:"
+TINY = ["--arch", "tiny", "--epochs", "3", "--batch-size", "8", "--device", "cpu", "-q"]
+NAMES = ["ribosome", "proteasome", "membrane"]
+
+
+def _main(capsys, *args) -> tuple[int, str, str]:
+    code = main([str(arg) for arg in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _one_line_error(err: str, *fragments: str) -> None:
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(PREFIX)
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A folder of 36 extracted 8^3 subtomograms of 3 named classes with particles.star."""
+    folder = tmp_path_factory.mktemp("cli") / "particles"
+    X, y = make_toy_volumes(36, n_classes=3, size=8, noise=0.3, random_state=0)
+    write_subtomograms(folder, X, y, voxel_size=9.2, class_names=NAMES)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def fitted(project, tmp_path_factory) -> Path:
+    """``skdistill fit`` of a tiny classifier on the project: the model file."""
+    model = tmp_path_factory.mktemp("models") / "tiny.safetensors"
+    assert (
+        main(["fit", "--star", str(project / "particles.star"), *TINY, "--model", str(model)]) == 0
+    )
+    return model
+
+
+def test_fit_writes_a_model_that_remembers_the_data(fitted):
+    model = load_model(fitted)
+    assert list(model.classes_) == NAMES  # class names from the STAR file
+    assert model.voxel_size_ == pytest.approx(9.2)
+    assert tuple(model.input_shape_) == (8, 8, 8)
+
+
+def test_predict_writes_classes_back_as_the_model_predicts(project, fitted, tmp_path, capsys):
+    star = project / "particles.star"
+    out = tmp_path / "classified.star"
+    code, stdout, err = _main(
+        capsys,
+        "predict",
+        "--model",
+        fitted,
+        "--star",
+        star,
+        "--out",
+        out,
+        "--batch-size",
+        "5",
+        "-q",
+    )
+    assert code == 0, err
+    model = load_model(fitted)
+    stack = SubtomogramStack(star)
+    expected = model.predict(np.asarray(stack))
+    written = starfile.read(out, always_dict=True)
+    numbers = written["particles"]["rlnClassNumber"].to_numpy()
+    np.testing.assert_array_equal(model.classes_[numbers - 1], expected)
+    proba = model.predict_proba(np.asarray(stack)).max(axis=1)
+    np.testing.assert_allclose(
+        written["particles"]["rlnMaxValueProbDistribution"], proba, rtol=1e-5
+    )
+    assert "written to" in stdout
+    assert format_histogram(expected, model.classes_) in stdout
+
+
+def test_fit_distils_from_a_teacher_file(project, fitted, tmp_path, capsys):
+    model = tmp_path / "student.safetensors"
+    code, stdout, err = _main(
+        capsys,
+        "fit",
+        "--star",
+        project / "particles.star",
+        *TINY,
+        "--teacher",
+        fitted,
+        "--temperature",
+        "3",
+        "--model",
+        model,
+    )
+    assert code == 0, err
+    student = load_model(model)
+    assert type(student).__name__ == "DistilledClassifier"
+    assert student.temperature == 3
+    assert "teacher" in stdout
+
+
+def test_fit_with_a_teacher_architecture(project, tmp_path, capsys):
+    model = tmp_path / "student.safetensors"
+    code, _, err = _main(
+        capsys,
+        "fit",
+        "--star",
+        project / "particles.star",
+        *TINY,
+        "--teacher-arch",
+        "tiny",
+        "--model",
+        model,
+    )
+    assert code == 0, err
+    assert type(load_model(model)).__name__ == "DistilledClassifier"
+
+
+def test_histogram_lists_every_class_in_model_order():
+    table = format_histogram(np.array(["b", "b", "a"], dtype=object), np.array(["a", "b", "c"]))
+    lines = table.splitlines()
+    assert lines[1].split() == ["1", "a", "1", "33.3%"]
+    assert lines[2].split() == ["2", "b", "2", "66.7%"]
+    assert lines[3].split() == ["3", "c", "0", "0.0%"]
+
+
+@pytest.mark.parametrize("command", ["fit", "predict"])
+def test_help_has_an_example(command, capsys):
+    code, stdout, _ = _main(capsys, command, "--help")
+    assert code == 0
+    assert f"skdistill {command} --" in stdout.split("example")[1]
+
+
+def test_existing_output_is_refused_before_any_work(project, fitted, tmp_path, capsys):
+    out = tmp_path / "classified.star"
+    out.write_text("keep me")
+    code, _, err = _main(
+        capsys, "predict", "--model", fitted, "--star", project / "particles.star", "--out", out
+    )
+    assert code == 1
+    _one_line_error(err, str(out), "--overwrite")
+    assert out.read_text() == "keep me"
+    code, _, err = _main(
+        capsys, "fit", "--star", project / "particles.star", *TINY, "--model", fitted
+    )
+    assert code == 1
+    _one_line_error(err, "--overwrite")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "fragments"),
+    [
+        (["--star", "missing.star"], ["missing.star", "does not exist"]),
+        (["--label-column", "rlnNoSuchColumn"], ["rlnNoSuchColumn", "--label-column"]),
+        (["--tomograms", "."], ["--box"]),
+        (["--voxel-size", "4.6"], ["9.2", "--tomograms"]),
+        (["--temperature", "2"], ["--teacher"]),
+        (["--teacher", "missing.safetensors"], ["missing.safetensors"]),
+    ],
+)
+def test_fit_bad_input_is_one_line(project, tmp_path, capsys, arguments, fragments):
+    star = ["--star", project / "particles.star"] if "--star" not in arguments else []
+    model = tmp_path / "m.safetensors"
+    code, _, err = _main(capsys, "fit", *star, *TINY, *arguments, "--model", model)
+    assert code == 1
+    _one_line_error(err, *fragments)
+    assert not model.exists()
+
+
+def test_predict_needs_a_model_file(project, tmp_path, capsys):
+    code, _, err = _main(
+        capsys,
+        "predict",
+        "--model",
+        tmp_path / "none.safetensors",
+        "--star",
+        project / "particles.star",
+        "--out",
+        tmp_path / "o.star",
+    )
+    assert code == 1
+    _one_line_error(err, "none.safetensors")
