@@ -367,3 +367,13 @@ def test_predict_streams_a_tomogram_stack(relion5, volumes):
     expected = model.predict(np.asarray(stack))
     np.testing.assert_array_equal(model.predict(stack), expected)
     assert model.predict_proba(stack).shape == (3, 3)
+
+
+def test_origins_are_rotated_by_the_subtomogram_orientation(relion5):
+    # RELION 5 subtracts A_subtomogram * origin; a 90 degree tilt turns an x origin into z.
+    star, tomograms_star = relion5
+    table = starfile.read(star)["particles"].assign(
+        rlnTomoSubtomogramRot=0.0, rlnTomoSubtomogramTilt=90.0, rlnTomoSubtomogramPsi=0.0
+    )
+    stack = SubtomogramStack.from_tomograms(table, tomograms_star, box_size=4)
+    assert stack[2][2, 2, 2] == code(15, 24, 32)
