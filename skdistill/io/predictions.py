@@ -45,7 +45,9 @@ def write_predictions(
     ----------
     particles : path-like or SubtomogramStack
         The particles STAR file the predictions are for (RELION 3.0-5 layouts), or a
-        :class:`~skdistill.io.SubtomogramStack` read from one (its ``star_path``).
+        :class:`~skdistill.io.SubtomogramStack` read from one (its ``star_path``). A stack
+        made with ``SubtomogramStack.from_tomograms(..., on_outside="skip")`` writes only
+        the particles it kept: the rows in its ``skipped`` table are left out of ``out``.
     out : path-like
         The STAR file to write.
     labels : array-like of shape (n_particles,)
@@ -80,6 +82,7 @@ def write_predictions(
     file is written to a temporary file beside ``out`` and moved into place in one step.
     """
     star = _star_of(particles)
+    kept = _kept_rows(particles)
     out = Path(out)
     if not overwrite and (out.exists() or out.is_symlink()):
         raise FileExistsError(
@@ -87,12 +90,16 @@ def write_predictions(
         )
     blocks = starfile.read(star, always_dict=True)
     table = _particles_block(star, blocks)
+    if kept is not None:
+        table = table.iloc[kept].reset_index(drop=True)
     name = "particles" if "particles" in blocks else next(iter(blocks))  # RELION 3.0: one block
     labels = np.asarray(labels)
     if labels.ndim != 1 or len(labels) != len(table):
+        kept_note = "" if kept is None else " (the particles the stack kept)"
         raise ValueError(
-            f"labels has shape {labels.shape}, but {star} lists {len(table)} particles: pass "
-            "one predicted class per particle, in the order of the STAR file's rows."
+            f"labels has shape {labels.shape}, but {star} lists {len(table)} particles"
+            f"{kept_note}: pass one predicted class per particle, in the order of the STAR "
+            "file's rows."
         )
     classes = np.unique(labels) if classes is None else np.asarray(classes)
     numbers = _class_numbers(labels, classes)
@@ -130,6 +137,19 @@ def _star_of(particles) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"STAR file {path} does not exist.")
     return path
+
+
+def _kept_rows(particles) -> np.ndarray | None:
+    """Rows of the STAR file a stack kept, or None when it kept them all.
+
+    A stack made with ``SubtomogramStack.from_tomograms(..., on_outside="skip")`` leaves out
+    particles whose centre lies outside their tomogram; its ``particles`` table is indexed by
+    the 0-based rows it kept.
+    """
+    skipped = getattr(particles, "skipped", None)
+    if not isinstance(particles, SubtomogramStack) or skipped is None or len(skipped) == 0:
+        return None
+    return particles.particles.index.to_numpy()
 
 
 def _class_numbers(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
