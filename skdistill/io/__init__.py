@@ -18,8 +18,10 @@ from .predictions import write_predictions
 from .stack import SubtomogramStack
 from .star import PixelSizeWarning
 from .subtomograms import read_subtomograms, write_subtomograms
+from .tomogram_stack import EdgePaddingWarning
 
 __all__ = [
+    "EdgePaddingWarning",
     "MaskStack",
     "PixelSizeWarning",
     "SubtomogramStack",
