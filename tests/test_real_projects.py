@@ -122,7 +122,7 @@ def _relion5(tmp_path, rng, particles: str, star_path: str) -> Project:
     for row in table.itertuples():
         binning = row.rlnTomoTomogramBinning
         size_xyz = np.array([row.rlnTomoSizeX, row.rlnTomoSizeY, row.rlnTomoSizeZ]) / binning
-        shape = tuple(int(round(s)) for s in size_xyz[::-1])
+        shape = tuple(round(float(s)) for s in size_xyz[::-1])
         volume, voxel = _write_tomogram(
             tmp_path / row.rlnTomoReconstructedTomogram,
             shape,
@@ -139,9 +139,7 @@ def _relion5(tmp_path, rng, particles: str, star_path: str) -> Project:
     centres = np.array(
         [a / geometry[n][0] + geometry[n][1] / 2 for a, n in zip(angst, names, strict=True)]
     )[:, ::-1]
-    return Project(
-        star, tomograms_star, {"box_size": 8}, volumes, names, centres, folder=tmp_path
-    )
+    return Project(star, tomograms_star, {"box_size": 8}, volumes, names, centres, folder=tmp_path)
 
 
 def _tomograms_by_name(tmp_path, rng, names, shape, voxel_size, file_name) -> tuple:
@@ -303,8 +301,8 @@ def _expected_box(volume: np.ndarray, centre_zyx: np.ndarray, box: int) -> np.nd
     """The box around ``centre_zyx`` cut by hand, padded with the tomogram's mean."""
     start = np.floor(centre_zyx + 0.5).astype(int) - box // 2
     out = np.full((box,) * 3, volume.mean(dtype=np.float64), dtype=np.float64)
-    src = tuple(slice(max(s, 0), min(s + box, n)) for s, n in zip(start, volume.shape))
-    dst = tuple(slice(r.start - s, r.stop - s) for r, s in zip(src, start))
+    src = tuple(slice(max(s, 0), min(s + box, n)) for s, n in zip(start, volume.shape, strict=True))
+    dst = tuple(slice(r.start - s, r.stop - s) for r, s in zip(src, start, strict=True))
     out[dst] = volume[src]
     return out
 
@@ -316,9 +314,7 @@ def test_every_box_is_the_tomogram_around_its_particle(project):
     stack = _read(project, on_outside="skip")
     kept = np.flatnonzero(project.inside())
     assert len(stack) == len(kept)
-    assert stack.voxel_size == pytest.approx(
-        next(iter(_voxel_sizes(project).values())), rel=1e-6
-    )
+    assert stack.voxel_size == pytest.approx(next(iter(_voxel_sizes(project).values())), rel=1e-6)
     for i, row in enumerate(kept):
         volume = project.volumes[project.names[row]]
         np.testing.assert_allclose(
@@ -444,3 +440,34 @@ def test_predictions_written_back_keep_every_block_column_and_row(project, tmp_p
     np.testing.assert_array_equal(written["rlnClassNumber"], np.arange(n) % 3 + 1)
     np.testing.assert_allclose(written["rlnMaxValueProbDistribution"], proba.max(axis=1))
     assert after[CLASSES_BLOCK]["skdistillClassName"].tolist() == classes.tolist()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "relion5_tomograms.star",
+        "relion5_picks_particles.star",
+        "relion4_pseudosubtomo_data.star",
+        "portal_relion4_particles.star",
+        "portal_warp_particles.star",
+        "portal_tomoman_relion.star",
+        "warp_one_loop.star",
+        "relion31_warp_refine_data.star",
+    ],
+)
+def test_every_real_file_round_trips_through_write_predictions(tmp_path, name):
+    """All rows, by path: only the two class columns and the class-name block are new."""
+    if name == "relion5_tomograms.star":  # not a particle table: refused, nothing written
+        with pytest.raises(ValueError):
+            write_predictions(DATA / name, tmp_path / "out.star", np.ones(2, int))
+        assert not (tmp_path / "out.star").exists()
+        return
+    before = starfile.read(DATA / name, always_dict=True)
+    block, table = _particles(DATA / name)
+    labels = np.arange(len(table)) % 2 + 7
+    out = write_predictions(DATA / name, tmp_path / "out.star", labels, classes=[7, 8])
+    after = starfile.read(out, always_dict=True)
+    assert list(after) == [*before, CLASSES_BLOCK]
+    columns = [c for c in table.columns if c not in NEW_COLUMNS]
+    pd.testing.assert_frame_equal(after[block][columns], table[columns])
+    np.testing.assert_array_equal(after[block]["rlnClassNumber"], labels - 6)
