@@ -231,14 +231,15 @@ PROJECTS = {
         shape=(16, 16, 16),
         file_name=_stem,
     ),
-    # TOMOMAN/STOPGAP -> RELION: rlnPixelSize 1.96, pixel origins, tomograms by a mapping.
+    # TOMOMAN/STOPGAP -> RELION: rlnPixelSize 1.96, pixel origins, tomograms by a mapping;
+    # the tomogram is 3x coarser, so its voxel size cannot stand in for rlnPixelSize.
     "portal_tomoman": lambda tmp, rng: _pixel_project(
         tmp,
         rng,
         "portal_tomoman_relion.star",
         name_column="rlnTomoName",
         pixel_size=1.96,
-        factor=1,
+        factor=3,
         shape=(16, 16, 16),
         file_name=lambda name: f"{name}.mrc",
         as_dict=True,
