@@ -82,6 +82,7 @@ __all__ = [
     "TOMOGRAM_NAME_LABELS",
     "candidate_paths",
     "coordinate_pixel_sizes",
+    "coordinates",
     "origins_angst",
     "relion_rotation_matrices",
     "tomogram_key",
@@ -221,32 +222,23 @@ def relion_rotation_matrices(angles: np.ndarray) -> np.ndarray:
 
 
 def origins_angst(
-    star: Path | str, particles: pd.DataFrame, coordinate_pixel_size: np.ndarray | None
+    star: Path | str, particles: pd.DataFrame, coordinate_pixel_size: np.ndarray
 ) -> np.ndarray:
     """Each particle's origin ``(x, y, z)`` in Å, rotated as RELION applies it; zeros if none.
 
     The particle centre is ``coordinate - origin`` (see the module docstring). Origins in
-    pixels (``rlnOriginX``) are in the coordinates' pixels, so they need
-    ``coordinate_pixel_size``.
+    pixels (``rlnOriginX``) are in the coordinates' pixels, ``coordinate_pixel_size`` Å each.
     """
-    n = len(particles)
     if any(label in particles.columns for label in _ORIGIN_ANGST_LABELS):
         origins = _three_columns(star, particles, _ORIGIN_ANGST_LABELS)
     elif any(label in particles.columns for label in _ORIGIN_PIXEL_LABELS):
-        if coordinate_pixel_size is None:
-            raise ValueError(
-                f"Particle table {star} gives origins in pixels (rlnOriginX/Y/Z) but no pixel "
-                "size; pass coordinate_pixel_size= (Å per pixel of the coordinates)."
-            )
         origins = _three_columns(star, particles, _ORIGIN_PIXEL_LABELS)
         origins = origins * np.asarray(coordinate_pixel_size, dtype=np.float64).reshape(-1, 1)
     else:
-        return np.zeros((n, 3))
+        return np.zeros((len(particles), 3))
     if all(label in particles.columns for label in _SUBTOMOGRAM_ANGLE_LABELS):
-        matrices = relion_rotation_matrices(
-            _three_columns(star, particles, _SUBTOMOGRAM_ANGLE_LABELS)
-        )
-        origins = np.einsum("nij,nj->ni", matrices, origins)
+        angles = _three_columns(star, particles, _SUBTOMOGRAM_ANGLE_LABELS)
+        origins = np.einsum("nij,nj->ni", relion_rotation_matrices(angles), origins)
     return origins
 
 

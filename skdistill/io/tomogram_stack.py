@@ -175,7 +175,7 @@ def from_tomograms(
     names = table[name_label].astype(str).to_numpy()
     keys = np.array([conventions.tomogram_key(name) for name in names])
     catalogue = _catalogue(tomograms, star, names, keys, labels, description)
-    missing = sorted(set(keys) - set(catalogue))
+    missing = sorted(set(keys.tolist()) - set(catalogue))
     if missing:
         raise ValueError(
             f"{len(missing)} tomograms named in {description} ({name_label}) have no tomogram "
