@@ -377,3 +377,17 @@ def test_origins_are_rotated_by_the_subtomogram_orientation(relion5):
     )
     stack = SubtomogramStack.from_tomograms(table, tomograms_star, box_size=4)
     assert stack[2][2, 2, 2] == code(15, 24, 32)
+
+
+def test_all_particles_outside_is_an_error_even_when_skipping(relion5):
+    _, tomograms_star = relion5
+    table = pd.DataFrame(
+        {
+            "rlnTomoName": ["TS_01"],
+            "rlnCenteredCoordinateXAngst": [1e6],
+            "rlnCenteredCoordinateYAngst": [0.0],
+            "rlnCenteredCoordinateZAngst": [0.0],
+        }
+    )
+    with pytest.raises(ValueError, match=r"No particle is left.*pixel size"):
+        SubtomogramStack.from_tomograms(table, tomograms_star, box_size=4, on_outside="skip")

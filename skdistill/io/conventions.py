@@ -39,11 +39,14 @@ Pixel coordinates (RELION 3 and 4, Warp, pytom-match-pick, converted Dynamo/STOP
        and Warp's tomogram particle import reads it the same way);
     4. ``rlnDetectorPixelSize`` alone, in Å (pytom-match-pick writes the tomogram's voxel
        size there: https://sbc-utrecht.github.io/pytom-match-pick/Developers);
-    5. the tomogram's own voxel size (MRC header or ``tomograms.star``).
-
-    ``rlnImagePixelSize`` is *not* used: in RELION 3.1 and 4 it is the pixel size of the
-    extracted subtomograms (``rlnTomoTiltSeriesPixelSize * rlnTomoSubtomogramBinning``), not
-    of the coordinates.
+    5. ``rlnPixelSize`` (Warp's and TOMOMAN/STOPGAP's RELION tables: the coordinates' pixel
+       size; WarpTools ``ExportParticlesTiltseries.cs`` writes it equal to the output pixel
+       size the coordinates are divided by);
+    6. ``rlnImagePixelSize``, only when none of the above is there (RELION 3.1 subtomogram
+       averaging extracted subtomograms at the coordinates' pixel size). In RELION 4 it is
+       the pixel size of the extracted subtomograms (``rlnTomoTiltSeriesPixelSize *
+       rlnTomoSubtomogramBinning``), not of the coordinates; rule 2 applies there first;
+    7. the tomogram's own voxel size (MRC header or ``tomograms.star``).
 
 Origins
     RELION's particle centre is ``coordinate - origin``: ``ParticleSet::getPosition`` subtracts
@@ -195,6 +198,16 @@ def coordinate_pixel_sizes(
             magnification = np.asarray(numeric(star, frame, "rlnMagnification", block), float)
             return detector * 1e4 / magnification, "rlnDetectorPixelSize x 10^4 / rlnMagnification"
         return detector, "rlnDetectorPixelSize (Å, as pytom-match-pick writes it)"
+    # RELION 3.x subtomogram averaging extracted subtomograms at the pixel size of the
+    # coordinates, and Warp's and TOMOMAN/STOPGAP's RELION tables give it as rlnPixelSize
+    # (warpem/warp ExportParticlesTiltseries.cs writes rlnPixelSize = the coordinates' pixel
+    # size). Without a tilt-series pixel size (RELION 4+, read above), rlnPixelSize and then
+    # rlnImagePixelSize (RELION 3.1's optics) are the coordinates' pixel size.
+    for label in ("rlnPixelSize", "rlnImagePixelSize"):
+        for frame, block in ((particles, "data_particles"), (optics, "data_optics")):
+            if frame is not None and label in frame.columns:
+                sizes = numeric(star, frame, label, block)
+                return np.asarray(sizes, dtype=np.float64), f"{label} ({block})"
     return None, None
 
 

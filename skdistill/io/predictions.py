@@ -90,6 +90,11 @@ def write_predictions(
         )
     blocks = starfile.read(star, always_dict=True)
     table = _particles_block(star, blocks)
+    if "rlnTomoReconstructedTomogram" in table.columns:
+        raise ValueError(
+            f"{star} lists tomograms (rlnTomoReconstructedTomogram), not particles: it is a "
+            "tomograms.star. Pass the particles STAR file the predictions are for."
+        )
     if kept is not None:
         table = table.iloc[kept].reset_index(drop=True)
     name = "particles" if "particles" in blocks else next(iter(blocks))  # RELION 3.0: one block

@@ -206,8 +206,11 @@ def from_tomograms(
     shapes = np.array([info.shape for info in infos])[tomogram_index]
     rounded = np.floor(positions + 0.5)
     outside = np.any((rounded < 0) | (rounded >= shapes), axis=1)
-    if np.any(outside) and on_outside == "error":
-        raise ValueError(_outside_message(table, outside, names, shapes, description))
+    if np.any(outside) and (on_outside == "error" or np.all(outside)):
+        message = _outside_message(table, outside, names, shapes, description)
+        if on_outside == "skip":
+            message = f"No particle is left: {message} Most likely the pixel size is wrong."
+        raise ValueError(message)
     kept = ~outside
 
     steps = [
