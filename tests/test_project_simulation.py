@@ -215,10 +215,25 @@ def test_own_template_maps(tmp_path):
     grid = np.indices((12, 12, 12)) - 6
     ball = (np.sqrt((grid**2).sum(0)) < 4).astype(np.float32)
     bar = ((abs(grid[0]) < 5) & (abs(grid[1]) < 2) & (abs(grid[2]) < 2)).astype(np.float32)
-    tomogram = make_tomogram((24, 40, 40), 4, templates=[ball, bar], snr=1.0, random_state=0)
-    assert tomogram.class_names == ["template-0", "template-1"]
+    # The bar as an MRC map at twice the voxel size: resampled to 2 x 12 = 24 voxels.
+    mrcfile.write(tmp_path / "bar.mrc", bar, voxel_size=2 * VOXEL_SIZE)
+    tomogram = make_tomogram(
+        (32, 48, 48),
+        4,
+        templates=[ball, tmp_path / "bar.mrc"],
+        voxel_size=VOXEL_SIZE,
+        snr=1.0,
+        random_state=0,
+    )
+    assert tomogram.class_names == ["template-0", "bar"]
     assert sorted(tomogram.particles["class"]) == [0, 0, 1, 1]
-    assert tomogram.templates.shape == (2, 12, 12, 12)
+    assert tomogram.templates.shape == (2, 24, 24, 24)
+    positions = tomogram.particles[["z", "y", "x"]].to_numpy()
+    # The bar is 18 voxels long at this voxel size, the ball 7 across: no centre comes closer
+    # to a bar's than the bar's half-length plus the ball's radius.
+    distances = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
+    near_bar = (tomogram.particles["class"].to_numpy() == 1)[:, None] & ~np.eye(4, dtype=bool)
+    assert distances[near_bar | near_bar.T].min() > 9 + 3.5
 
 
 def test_the_stack_reader_finds_the_class_names(project, tmp_path):
