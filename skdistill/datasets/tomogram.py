@@ -446,6 +446,5 @@ def make_tomogram(
         voltage=voltage,
         cs=cs,
     )
-    plan.check_n_particles(n_particles)
     rng = np.random.default_rng(np.random.SeedSequence(seed_entropy(random_state)))
     return plan.simulate(n_particles, rng)
