@@ -97,8 +97,12 @@ def test_project_files_follow_relion5(project):
             assert float(mrc.voxel_size.x) == VOXEL_SIZE
 
     blocks = starfile.read(project.particles_star, always_dict=True)
-    assert list(blocks) == ["optics", "particles", "classes"]
-    optics, particles, classes = blocks["optics"], blocks["particles"], blocks["classes"]
+    assert list(blocks) == ["optics", "particles", "skdistill_classes"]
+    optics, particles, classes = (
+        blocks["optics"],
+        blocks["particles"],
+        blocks["skdistill_classes"],
+    )
     assert optics["rlnOpticsGroupName"].tolist() == project.tomogram_names
     assert (optics["rlnTomoTiltSeriesPixelSize"] == VOXEL_SIZE / 2).all()
     assert len(particles) == 2 * N_PARTICLES
@@ -250,7 +254,7 @@ def test_the_stack_reader_finds_the_class_names(project, tmp_path):
     optics = particles["optics"].assign(rlnImagePixelSize=VOXEL_SIZE, rlnImageSize=BOX)
     optics["rlnImageDimensionality"] = 3
     starfile.write(
-        {"optics": optics, "particles": table, "classes": particles["classes"]},
+        {"optics": optics, "particles": table, "skdistill_classes": particles["skdistill_classes"]},
         tmp_path / "extracted.star",
     )
     stack = SubtomogramStack(tmp_path / "extracted.star")

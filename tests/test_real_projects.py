@@ -41,7 +41,7 @@ import pytest
 import starfile
 
 from skdistill.io import EdgePaddingWarning, SubtomogramStack, write_predictions
-from skdistill.io.predictions import CLASSES_BLOCK
+from skdistill.io.star import CLASSES_BLOCK
 
 DATA = Path(__file__).parent / "data"
 XYZ = ("X", "Y", "Z")

@@ -11,7 +11,7 @@ import pytest
 import starfile
 
 from skdistill.io import SubtomogramStack, write_predictions, write_subtomograms
-from skdistill.io.predictions import CLASSES_BLOCK
+from skdistill.io.star import CLASSES_BLOCK
 
 DATA = Path(__file__).parent / "data"
 REAL_STARS = [

@@ -7,7 +7,7 @@ poses of their particles::
     folder/
         Tomograms/TS_01.mrc, TS_02.mrc, ...   float32 MRC, voxel size in the header
         tomograms.star                        data_global: one row per tomogram
-        particles.star                        data_optics, data_particles, data_classes
+        particles.star                        data_optics, data_particles, data_skdistill_classes
 
 The labels follow RELION 5's own files (``tomograms.star`` of its ReconstructTomograms job,
 particle tables of its Refine3D/Class3D jobs, e.g. ``tests/data/relion5_3d_run_it050_data
@@ -27,8 +27,8 @@ particle tables of its Refine3D/Class3D jobs, e.g. ``tests/data/relion5_3d_run_i
   (``TS_01/1``: tomogram and 1-based particle number within it), the centre as
   ``rlnCenteredCoordinate{X,Y,Z}Angst``, the pose as ``rlnAngleRot/Tilt/Psi`` (ZYZ, as
   :func:`~skdistill.datasets.make_subtomograms` writes them), ``rlnOpticsGroup`` and the true
-  class as ``rlnClassNumber`` (1-based); ``data_classes`` maps class numbers to class names
-  (``skdistillClassName``), as :mod:`skdistill.io.star` reads them. No ``rlnImageName``: the
+  class as ``rlnClassNumber`` (1-based); ``data_skdistill_classes`` maps class numbers to class
+  names (``skdistillClassName``), as :mod:`skdistill.io.star` reads them. No ``rlnImageName``: the
   particles are picks in the tomograms, not extracted subtomograms.
 
 There are no tilt series, so RELION jobs that start from them (subtomogram extraction,
@@ -49,7 +49,7 @@ import starfile
 
 from ..io.atomic import publish_directory
 from ..io.mrc import write_new_volume
-from ..io.star import CLASS_NAME_LABEL
+from ..io.star import CLASS_NAME_LABEL, CLASSES_BLOCK
 from .simulation import seed_entropy
 from .tomogram import _TomogramPlan
 
@@ -243,7 +243,7 @@ def write_relion_project(
             {
                 "optics": optics,
                 "particles": pd.concat(tables, ignore_index=True),
-                "classes": classes,
+                CLASSES_BLOCK: classes,
             },
             staging / PARTICLES_STAR,
         )

@@ -19,12 +19,16 @@ import starfile
 
 from .atomic import write_atomically
 from .stack import SubtomogramStack
-from .star import CLASS_NAME_LABEL, _particles_block, check_class_name
+from .star import (
+    _LEGACY_CLASSES_BLOCK,
+    CLASS_NAME_LABEL,
+    CLASSES_BLOCK,
+    _particles_block,
+    check_class_name,
+)
 
 __all__ = ["CLASSES_BLOCK", "write_predictions"]
 
-#: Name of the block (``data_skdistill_classes``) mapping class numbers to class names.
-CLASSES_BLOCK = "skdistill_classes"
 
 _CLASS_NUMBER = "rlnClassNumber"
 _MAX_PROBABILITY = "rlnMaxValueProbDistribution"
@@ -117,6 +121,8 @@ def write_predictions(
     if proba is not None:
         table[_MAX_PROBABILITY] = _top_probability(proba, len(table), len(classes))
     blocks[name] = table
+    # The names of the input's classes (an earlier block name) no longer apply.
+    blocks.pop(_LEGACY_CLASSES_BLOCK, None)
     blocks[CLASSES_BLOCK] = pd.DataFrame(
         {_CLASS_NUMBER: np.arange(1, len(classes) + 1), CLASS_NAME_LABEL: names}
     )

@@ -22,7 +22,14 @@ from ._star_values import PixelSizeWarning, optics_per_particle
 from .extraction import crop_cube, resample_cube, resampled_support
 from .mrc import _open, _strictly
 from .stack import SubtomogramStack
-from .star import _ANGLE_LABELS, _class_names, _columns, _labels, _particles_block
+from .star import (
+    _ANGLE_LABELS,
+    _class_names,
+    _columns,
+    _labels,
+    _particles_block,
+    class_names_block,
+)
 from .tomograms import Tomogram, TomogramEntry, find_tomograms, read_tomogram, resolve
 
 __all__ = ["EdgePaddingWarning", "TomogramSubtomogramStack", "from_tomograms"]
@@ -240,7 +247,8 @@ def from_tomograms(
     ):
         raise ValueError(
             f"STAR file {star} uses rlnClassNumber {kept_labels.max() + 1} but its "
-            f"data_classes block names only {len(class_names)} classes; add the missing names."
+            f"data_skdistill_classes block names only {len(class_names)} classes; add the "
+            "missing names."
         )
     residual = np.where(
         np.array([steps[i] is None for i in kept_index])[:, None],
@@ -314,7 +322,7 @@ def _read_particles(particles):
         raise ValueError(f"STAR file {star} lists no particles; add particles to it.")
     optics = blocks.get("optics")
     optics = optics if isinstance(optics, pd.DataFrame) else None
-    return star, table.reset_index(drop=True), optics, blocks.get("classes"), str(star)
+    return star, table.reset_index(drop=True), optics, class_names_block(blocks), str(star)
 
 
 def _coordinate_labels(star, table: pd.DataFrame) -> tuple[str, str, str]:
