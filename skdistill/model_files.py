@@ -32,7 +32,15 @@ from .estimators._base import VERSIONS_KEY, current_versions
 from .exceptions import ModelFileError
 from .io.atomic import write_atomically
 
-__all__ = ["FORMAT_VERSION", "METADATA_KEY", "MODEL_CLASSES", "load_model", "save_model"]
+__all__ = [
+    "FORMAT_VERSION",
+    "METADATA_KEY",
+    "MODEL_CLASSES",
+    "SUFFIX",
+    "check_model_path",
+    "load_model",
+    "save_model",
+]
 
 #: Version of the file layout written by :func:`save_model`; files of a newer version are
 #: refused by :func:`load_model`, older ones are read.
@@ -146,6 +154,46 @@ def save_model(estimator, path: str | os.PathLike, *, overwrite: bool = False) -
             "search.best_estimator_), or pickle other objects with joblib.dump."
         )
     check_is_fitted(estimator, "net_")
+    path = check_model_path(path, overwrite=overwrite)
+    metadata = {METADATA_KEY: json.dumps(_describe(estimator)), "format": "pt"}
+    tensors = {
+        key: tensor.detach().cpu().clone().contiguous()
+        for key, tensor in estimator.net_.module_.state_dict().items()
+    }
+    write_atomically(
+        [(path, lambda temporary: save_file(tensors, str(temporary), metadata=metadata))],
+        overwrite=overwrite,
+    )
+    return path
+
+
+def check_model_path(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Check that :func:`save_model` can write a model file at ``path``; write nothing.
+
+    :func:`save_model` runs the same checks; call this before a long fit so that a bad
+    output path fails before the work, not after it.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The model file to be written.
+    overwrite : bool, default=False
+        Whether an existing file may be replaced.
+
+    Returns
+    -------
+    Path
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises
+    ------
+    ValueError
+        If the name does not end in ``.safetensors`` (:data:`SUFFIX`).
+    FileNotFoundError
+        If the folder does not exist.
+    FileExistsError
+        If the file exists and ``overwrite`` is false.
+    """
     path = Path(path)
     if path.suffix != SUFFIX:
         raise ValueError(
@@ -161,15 +209,6 @@ def save_model(estimator, path: str | os.PathLike, *, overwrite: bool = False) -
         raise FileExistsError(
             f"{path} already exists. Pass overwrite=True to replace it, or choose another file."
         )
-    metadata = {METADATA_KEY: json.dumps(_describe(estimator)), "format": "pt"}
-    tensors = {
-        key: tensor.detach().cpu().clone().contiguous()
-        for key, tensor in estimator.net_.module_.state_dict().items()
-    }
-    write_atomically(
-        [(path, lambda temporary: save_file(tensors, str(temporary), metadata=metadata))],
-        overwrite=overwrite,
-    )
     return path
 
 

@@ -88,9 +88,7 @@ def test_segmenter_and_distilled_remember_the_voxel_size(stack):
 # -- memory --------------------------------------------------------------------------------
 def test_fit_on_a_stack_too_big_for_memory_fails_before_reading(stack, monkeypatch):
     monkeypatch.setattr(memory, "available_memory", lambda: 16 * 8**3 * 4)  # the volumes
-    monkeypatch.setattr(
-        SubtomogramStack, "_read", lambda *args: pytest.fail("the stack was read")
-    )
+    monkeypatch.setattr(SubtomogramStack, "_read", lambda *args: pytest.fail("the stack was read"))
     with pytest.raises(MemoryError) as excinfo:
         Cnn3DClassifier("tiny", **TINY).fit(stack, np.arange(16) % 2)
     message = str(excinfo.value)
@@ -102,7 +100,7 @@ def test_fit_on_a_stack_too_big_for_memory_fails_before_reading(stack, monkeypat
 
 def test_distilled_fit_needs_more(stack, monkeypatch):
     monkeypatch.setattr(memory, "available_memory", lambda: 16 * 8**3 * 4 * 2)
-    with pytest.raises(MemoryError, match="DistilledClassifier.*needs about 80.0 KiB"):
+    with pytest.raises(MemoryError, match=r"DistilledClassifier.*needs about 80.0 KiB"):
         DistilledClassifier(Cnn3DClassifier("tiny"), "tiny", **TINY).fit(stack, stack.labels)
 
 

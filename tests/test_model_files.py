@@ -31,7 +31,7 @@ from skdistill.exceptions import (
     InconsistentVersionWarning,
     ModelFileError,
 )
-from skdistill.model_files import FORMAT_VERSION, METADATA_KEY
+from skdistill.model_files import FORMAT_VERSION, METADATA_KEY, check_model_path
 
 from .conftest import FAST
 
@@ -69,7 +69,9 @@ def fitted(data):
 @pytest.fixture(scope="module")
 def saved(fitted, tmp_path_factory):
     folder = tmp_path_factory.mktemp("models")
-    return {name: save_model(model, folder / f"{name}.safetensors") for name, model in fitted.items()}
+    return {
+        name: save_model(model, folder / f"{name}.safetensors") for name, model in fitted.items()
+    }
 
 
 def _description(path) -> dict:
@@ -206,6 +208,18 @@ def test_missing_folder_is_named(fitted, tmp_path):
         save_model(fitted["Cnn3DClassifier"], tmp_path / "missing" / "model.safetensors")
 
 
+def test_output_path_can_be_checked_before_fitting(tmp_path):
+    path = tmp_path / "model.safetensors"
+    assert check_model_path(str(path)) == path
+    assert not path.exists()
+    path.touch()
+    with pytest.raises(FileExistsError, match="already exists"):
+        check_model_path(path)
+    assert check_model_path(path, overwrite=True) == path
+    with pytest.raises(ValueError, match="safetensors"):
+        check_model_path(tmp_path / "model.pkl")
+
+
 def test_unfitted_and_foreign_estimators_are_refused(fitted, tmp_path):
     path = tmp_path / "model.safetensors"
     with pytest.raises(NotFittedError):
@@ -223,7 +237,7 @@ def test_callable_architecture_cannot_be_saved(data, tmp_path):
         return build_network("tiny", n_classes, input_shape, in_channels)
 
     model = Cnn3DClassifier(factory, **{**TINY, "max_epochs": 1}).fit(X, labels)
-    with pytest.raises(ValueError, match="callable.*joblib"):
+    with pytest.raises(ValueError, match=r"callable.*joblib"):
         save_model(model, tmp_path / "model.safetensors")
 
 
@@ -231,7 +245,7 @@ def test_callable_architecture_cannot_be_saved(data, tmp_path):
 def test_not_a_safetensors_file(fitted, tmp_path):
     path = tmp_path / "model.joblib"
     joblib.dump(fitted["Cnn3DClassifier"], path)
-    with pytest.raises(ModelFileError, match="not a safetensors file.*trusted source"):
+    with pytest.raises(ModelFileError, match=r"not a safetensors file.*trusted source"):
         load_model(path)
 
 
@@ -261,7 +275,7 @@ def test_newer_format_version_asks_for_an_upgrade(saved, tmp_path):
         description["format_version"] = FORMAT_VERSION + 1
 
     path = _rewritten(saved["Cnn3DClassifier"], tmp_path / "new.safetensors", newer)
-    with pytest.raises(ModelFileError, match="format version 2.*Upgrade skdistill"):
+    with pytest.raises(ModelFileError, match=r"format version 2.*Upgrade skdistill"):
         load_model(path)
 
 
@@ -275,7 +289,7 @@ def test_unknown_class_is_refused_and_nothing_runs(saved, tmp_path, monkeypatch)
         description["params"] = {"command": f"touch {marker}"}
 
     path = _rewritten(saved["Cnn3DClassifier"], tmp_path / "hostile.safetensors", hostile)
-    with pytest.raises(ModelFileError, match="'os.system', which is not one of skdistill"):
+    with pytest.raises(ModelFileError, match=r"'os\.system', which is not one of skdistill"):
         load_model(path)
     assert not calls and not marker.exists()
 
