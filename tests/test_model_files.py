@@ -178,6 +178,16 @@ def test_model_saved_on_cuda_loads_on_cpu(fitted, saved, data, tmp_path):
     np.testing.assert_array_equal(loaded.predict_proba(data[0]), model.predict_proba(data[0]))
 
 
+@pytest.mark.gpu
+def test_cuda_model_loads_on_cuda(data, tmp_path):
+    X, labels, _ = data
+    model = Cnn3DClassifier("tiny", device="cuda", **TINY).fit(X, labels)
+    loaded = load_model(save_model(model, tmp_path / "cuda.safetensors"))
+    assert loaded.device_ == model.device_
+    assert next(loaded.module_.parameters()).device.type == "cuda"
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+
+
 def test_joblib_pickles_keep_the_voxel_size(fitted, tmp_path):
     path = tmp_path / "model.joblib"
     joblib.dump(fitted["Cnn3DClassifier"], path)

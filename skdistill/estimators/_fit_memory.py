@@ -15,11 +15,12 @@ _FLOAT32 = 4
 def check_fit_memory(estimator, X) -> None:
     """Raise ``MemoryError`` before a lazy ``X`` is read if fit would not fit in memory.
 
-    Arrays are already in memory and are not checked. For a lazy stack (anything with
-    ``iter_batches``), fit needs the float32 volumes ``n * C * D * H * W * 4`` bytes times
-    ``estimator._fit_volume_copies``: the number of volume-sized arrays the estimator's fit
-    holds at its peak (the volumes, the teacher's copy of them, label volumes, soft targets).
-    The network's own activations, a few batches, are not counted.
+    Arrays are already in memory and are not checked, nor are sources without a ``shape``.
+    For a lazy stack (anything with ``iter_batches``), fit needs the float32 volumes,
+    ``n * C * D * H * W * 4`` bytes, times ``estimator._fit_volume_copies``: the number of
+    volume-sized arrays the estimator's fit holds at its peak (the volumes, the teacher's
+    copy of them, label volumes, soft targets). The network's own activations, a few
+    batches, are not counted.
 
     Parameters
     ----------
@@ -33,9 +34,10 @@ def check_fit_memory(estimator, X) -> None:
     MemoryError
         Naming the memory needed and available and how to need less.
     """
-    if not hasattr(X, "iter_batches"):
+    shape = getattr(X, "shape", None)
+    if not hasattr(X, "iter_batches") or shape is None:
         return
-    shape = tuple(int(s) for s in X.shape)
+    shape = tuple(int(s) for s in shape)
     volume_bytes = _FLOAT32 * math.prod(shape)
     required = estimator._fit_volume_copies * volume_bytes
     box = "x".join(str(s) for s in shape[-3:])
