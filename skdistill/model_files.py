@@ -31,6 +31,7 @@ from .estimators import Cnn3DClassifier, Cnn3DSegmenter, DistilledClassifier, Di
 from .estimators._base import VERSIONS_KEY, current_versions
 from .exceptions import ModelFileError
 from .io.atomic import write_atomically
+from .utils.device import resolve_device
 
 __all__ = [
     "FORMAT_VERSION",
@@ -295,7 +296,7 @@ def _encode_value(value, what: str):
 
 
 # -- loading -----------------------------------------------------------------------------
-def load_model(path: str | os.PathLike):
+def load_model(path: str | os.PathLike, *, device: str | None = None):
     """Load an estimator saved by :func:`save_model`, without executing anything from the file.
 
     The description is parsed as JSON, the class looked up in :data:`MODEL_CLASSES`, its
@@ -310,6 +311,9 @@ def load_model(path: str | os.PathLike):
     path : str or path-like
         A model file written by :func:`save_model` (any file name is read; its contents
         decide).
+    device : str, default=None
+        Where to put the model: ``"auto"`` (a GPU when there is one), ``"cpu"``, ``"cuda"``
+        or ``"cuda:N"``; None keeps the saved device (or the CPU, as above).
 
     Returns
     -------
@@ -356,6 +360,8 @@ def load_model(path: str | os.PathLike):
             "by skdistill.save_model; a joblib pickle is read with joblib.load, which runs "
             "code from the file: only do that for files from a trusted source."
         ) from error
+    if device is not None:
+        description["fitted"]["device_"] = resolve_device(device)
     return _rebuild(path, description, weights)
 
 

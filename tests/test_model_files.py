@@ -357,3 +357,17 @@ def test_file_from_another_version_loads_with_a_warning(saved, tmp_path, data):
     with pytest.warns(InconsistentVersionWarning, match="skdistill version 0.0.1"):
         loaded = load_model(path)
     assert loaded.predict(data[0][:2]).shape == (2, 8, 8, 8)
+
+
+def test_load_model_puts_the_model_on_the_device_asked_for(tmp_path, recwarn):
+    from skdistill.datasets import make_toy_volumes
+
+    X, y = make_toy_volumes(12, n_classes=2, size=8, noise=0.3, random_state=0)
+    model = Cnn3DClassifier(arch="tiny", max_epochs=1, device="cpu", random_state=0).fit(X, y)
+    path = save_model(model, tmp_path / "m.safetensors")
+    assert load_model(path, device="cpu").device_ == "cpu"
+    assert load_model(path, device="auto").device_ == (
+        "cuda" if torch.cuda.is_available() else "cpu"
+    )
+    with pytest.raises(ValueError, match="not a valid torch device"):
+        load_model(path, device="gpu please")
