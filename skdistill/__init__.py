@@ -6,6 +6,7 @@ with knowledge distillation into small student networks.
 
 from . import metrics
 from .estimators import Cnn3DClassifier, Cnn3DSegmenter, DistilledClassifier, DistilledSegmenter
+from .model_files import load_model, save_model
 
 __version__ = "0.1.0.dev0"
 
@@ -15,5 +16,7 @@ __all__ = [
     "DistilledClassifier",
     "DistilledSegmenter",
     "__version__",
+    "load_model",
     "metrics",
+    "save_model",
 ]

@@ -6,8 +6,10 @@ __all__ = [
     "DeviceFallbackWarning",
     "IncompatibleModelError",
     "InconsistentVersionWarning",
+    "ModelFileError",
     "NonFiniteOutputError",
     "TrainingDivergedError",
+    "VoxelSizeWarning",
 ]
 
 
@@ -31,7 +33,7 @@ class NonFiniteOutputError(FloatingPointError, ValueError):
 
 
 class InconsistentVersionWarning(UserWarning):
-    """A model pickled by another skdistill version was loaded.
+    """A model saved (pickled or as a model file) by another skdistill version was loaded.
 
     Mirrors :class:`sklearn.exceptions.InconsistentVersionWarning`, for skdistill's own
     version (scikit-learn warns separately about its version).
@@ -63,11 +65,24 @@ class InconsistentVersionWarning(UserWarning):
                 f"saved with (pip install skdistill=={self.original_version})."
             )
         return (
-            f"Trying to unpickle estimator {self.estimator_name} from {saved} when using "
+            f"Trying to load estimator {self.estimator_name} from {saved} when using "
             f"version {self.current_version}. This might lead to breaking code or invalid "
             f"results. {hint}"
         )
 
 
 class IncompatibleModelError(RuntimeError):
-    """The weights in a pickled model do not fit the network this version builds for it."""
+    """The weights of a saved model (pickle or model file) do not fit this version's network."""
+
+
+class ModelFileError(ValueError):
+    """A file is not a skdistill model file, or describes a model that cannot be rebuilt safely.
+
+    Raised by :func:`skdistill.load_model` for files that are not safetensors files, that
+    hold no (or invalid) ``"skdistill"`` metadata, that name a class outside skdistill's
+    estimators, or that were written in a newer format than this version reads.
+    """
+
+
+class VoxelSizeWarning(UserWarning):
+    """Volumes given to a fitted estimator have another voxel size than it was trained at."""

@@ -74,7 +74,7 @@ def test_written_files_follow_mrc_and_relion_conventions(star, data):
         np.testing.assert_array_equal(mrc.data, X[1])
 
     blocks = starfile.read(star, always_dict=True, parse_as_string=["skdistillClassName"])
-    optics, particles, classes = blocks["optics"], blocks["particles"], blocks["classes"]
+    optics, particles, classes = blocks["optics"], blocks["particles"], blocks["skdistill_classes"]
     assert optics.loc[0, "rlnOpticsGroup"] == 1
     assert optics.loc[0, "rlnImagePixelSize"] == pytest.approx(VOXEL_SIZE)
     assert optics.loc[0, "rlnImageSize"] == SIZE

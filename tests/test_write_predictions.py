@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import mrcfile
 import numpy as np
 import pandas as pd
 import pytest
 import starfile
 
 from skdistill.io import SubtomogramStack, write_predictions, write_subtomograms
-from skdistill.io.predictions import CLASSES_BLOCK
+from skdistill.io.star import CLASSES_BLOCK
 
 DATA = Path(__file__).parent / "data"
 REAL_STARS = [
@@ -109,3 +110,32 @@ def test_a_stack_read_from_a_star_file_is_written_back(tmp_path, seed):
     assert "rlnImageName" in written
     with pytest.raises(ValueError, match="not read from a STAR file"):
         write_predictions(SubtomogramStack(stack.paths), tmp_path / "x.star", np.zeros(4, int))
+
+
+def test_a_stack_that_skipped_particles_writes_only_the_kept_rows(tmp_path):
+    """Particles outside their tomogram (on_outside="skip") are left out of the output."""
+    with mrcfile.new(tmp_path / "TS_01.mrc", data=np.zeros((16, 16, 16), np.float32)) as mrc:
+        mrc.voxel_size = 10.0
+    star = tmp_path / "picks.star"
+    starfile.write(
+        pd.DataFrame(
+            {
+                "rlnMicrographName": ["TS_01.mrc"] * 4,
+                "rlnCoordinateX": [4.0, 40.0, 8.0, 12.0],  # row 2 lies outside (x >= 16)
+                "rlnCoordinateY": [8.0, 8.0, 8.0, 8.0],
+                "rlnCoordinateZ": [8.0, 8.0, 8.0, 8.0],
+                "rlnTomoParticleName": ["TS_01/1", "TS_01/2", "TS_01/3", "TS_01/4"],
+            }
+        ),
+        star,
+    )
+    stack = SubtomogramStack.from_tomograms(
+        star, {"TS_01": tmp_path / "TS_01.mrc"}, box_size=4, on_outside="skip"
+    )
+    assert len(stack) == 3 and len(stack.skipped) == 1
+    out = write_predictions(stack, tmp_path / "out.star", np.array([1, 2, 1]), classes=[1, 2])
+    _, table = _particles(starfile.read(out, always_dict=True))
+    assert table["rlnTomoParticleName"].tolist() == ["TS_01/1", "TS_01/3", "TS_01/4"]
+    assert table["rlnClassNumber"].tolist() == [1, 2, 1]
+    with pytest.raises(ValueError, match="the particles the stack kept"):
+        write_predictions(stack, tmp_path / "bad.star", np.array([1, 2, 1, 1]), classes=[1, 2])

@@ -38,15 +38,34 @@ def electron_wavelength(voltage: float) -> float:
     return float(12.2643 / np.sqrt(volts * (1 + 0.978466e-6 * volts)))
 
 
-def frequency_grid(size: int, voxel_size: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Spatial frequencies ``(k_z, k_y, k_x)`` in 1/Å on the ``rfftn`` grid of a ``size³`` box."""
-    full = np.fft.fftfreq(size, d=voxel_size)
-    half = np.fft.rfftfreq(size, d=voxel_size)
-    return np.meshgrid(full, full, half, indexing="ij", sparse=True)
+def frequency_grid(
+    size: int | Sequence[int], voxel_size: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Spatial frequencies ``(k_z, k_y, k_x)`` in 1/Å on the ``rfftn`` grid of a box.
+
+    ``size`` is the edge of a cubic box or the shape ``(D, H, W)`` of any box (a tomogram);
+    the grids are sparse (broadcastable to ``(D, H, W // 2 + 1)``).
+    """
+    depth, height, width = _box_shape(size)
+    return np.meshgrid(
+        np.fft.fftfreq(depth, d=voxel_size),
+        np.fft.fftfreq(height, d=voxel_size),
+        np.fft.rfftfreq(width, d=voxel_size),
+        indexing="ij",
+        sparse=True,
+    )
+
+
+def _box_shape(size: int | Sequence[int]) -> tuple[int, int, int]:
+    """``(D, H, W)`` of a cubic edge or a shape."""
+    if np.ndim(size) == 0:
+        return (int(size),) * 3
+    depth, height, width = (int(n) for n in size)
+    return depth, height, width
 
 
 def ctf(
-    size: int,
+    size: int | Sequence[int],
     voxel_size: float,
     *,
     defocus: float = -5.0,
@@ -61,8 +80,8 @@ def ctf(
 
     Parameters
     ----------
-    size : int
-        Edge length of the cubic box in voxels.
+    size : int or (int, int, int)
+        Edge length of the cubic box in voxels, or the shape ``(D, H, W)`` of any box.
     voxel_size : float
         Voxel size in Å.
     defocus : float, default=-5.0
@@ -76,7 +95,7 @@ def ctf(
 
     Returns
     -------
-    ndarray of shape (size, size, size // 2 + 1)
+    ndarray of shape (size, size, size // 2 + 1), or (D, H, W // 2 + 1) for a shape
     """
     kz, ky, kx = frequency_grid(size, voxel_size)
     k2 = kz**2 + ky**2 + kx**2
@@ -86,7 +105,9 @@ def ctf(
     return np.sin(phase) * np.exp(-k2 / (2 * sigma**2))
 
 
-def missing_wedge_mask(size: int, tilt_range: tuple[float, float] = (-60.0, 60.0)) -> np.ndarray:
+def missing_wedge_mask(
+    size: int | Sequence[int], tilt_range: tuple[float, float] = (-60.0, 60.0)
+) -> np.ndarray:
     """Fourier samples a single-axis tilt series about y records, on the ``rfftn`` grid.
 
     A tilt by angle ``a`` samples the central plane through the k_y axis whose normal is the
@@ -95,14 +116,15 @@ def missing_wedge_mask(size: int, tilt_range: tuple[float, float] = (-60.0, 60.0
 
     Parameters
     ----------
-    size : int
-        Edge length of the cubic box.
+    size : int or (int, int, int)
+        Edge length of the cubic box, or the shape ``(D, H, W)`` of any box (voxels are
+        cubic, so the wedge's angles are the same in voxel and physical units).
     tilt_range : (float, float), default=(-60, 60)
         Lowest and highest tilt angle in degrees.
 
     Returns
     -------
-    ndarray of bool, shape (size, size, size // 2 + 1)
+    ndarray of bool, shape (size, size, size // 2 + 1), or (D, H, W // 2 + 1) for a shape
         True where data are measured (the origin included).
     """
     low, high = tilt_range
@@ -115,7 +137,8 @@ def missing_wedge_mask(size: int, tilt_range: tuple[float, float] = (-60.0, 60.0
     angle = (angle + 90) % 180 - 90
     measured = (angle >= low) & (angle <= high)
     measured = measured | ((kx == 0) & (kz == 0))
-    return np.broadcast_to(measured, (size, size, size // 2 + 1)).copy()
+    depth, height, width = _box_shape(size)
+    return np.broadcast_to(measured, (depth, height, width // 2 + 1)).copy()
 
 
 def apply_fourier_filter(volumes: np.ndarray, fourier_filter: np.ndarray) -> np.ndarray:

@@ -104,6 +104,10 @@ class Cnn3DClassifier(BaseVolumeClassifier):
         Validation accuracy of the kept weights (NaN without validation).
     n_parameters_ : int
         Number of trainable parameters of the network.
+    voxel_size_ : float or None
+        Voxel size in Å of the training volumes (the ``voxel_size`` fit parameter, or the
+        training stack's), or None when unknown. Prediction on a stack of another voxel size
+        (by more than 1 %) warns with :class:`~skdistill.exceptions.VoxelSizeWarning`.
 
     See Also
     --------
@@ -158,7 +162,7 @@ class Cnn3DClassifier(BaseVolumeClassifier):
         self.verbose = verbose
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X, y, *, voxel_size=None):
         """Train the network on labeled volumes.
 
         Parameters
@@ -168,13 +172,18 @@ class Cnn3DClassifier(BaseVolumeClassifier):
             volumes of shape ``(n_features, 1, 1)``.
         y : array-like of shape (n_samples,)
             Class labels of any type scikit-learn accepts.
+        voxel_size : float or None, default=None
+            Voxel size of ``X`` in Å, remembered as ``voxel_size_``. ``None`` takes it from
+            ``X`` when it is a stack with a ``voxel_size``
+            (:class:`~skdistill.io.SubtomogramStack`), else leaves it unknown. Must agree
+            with a stack's own voxel size within 1 %.
 
         Returns
         -------
         self : Cnn3DClassifier
             The fitted classifier.
         """
-        X = self._validate_fit_inputs(X)
+        X = self._validate_fit_inputs(X, voxel_size)
         y = check_labels(y, len(X))
         encoder = LabelEncoder().fit(y)
         self.classes_ = encoder.classes_

@@ -81,6 +81,8 @@ validation_fraction, device, precision, inference_precision, random_state, verbo
         Student's validation accuracy on labeled rows.
     n_parameters_ : int
         Number of trainable parameters of the student.
+    voxel_size_ : float or None
+        Voxel size in Å of the training volumes, or None (see :class:`Cnn3DClassifier`).
     teacher_n_parameters_ : int or None
         Number of trainable parameters of the teacher (None if it has no ``n_parameters_``).
     compression_rate_ : float or None
@@ -107,6 +109,8 @@ validation_fraction, device, precision, inference_precision, random_state, verbo
     """
 
     _arch_parameter = "student_arch"
+    #: The volumes and the teacher's copy of its training rows (2.06 measured).
+    _fit_volume_copies = 2.5
     _parameter_constraints: dict = {
         "teacher": [HasMethods(["fit", "predict_proba"]), None],
         "student_arch": ARCH_CONSTRAINT,
@@ -163,7 +167,7 @@ validation_fraction, device, precision, inference_precision, random_state, verbo
         return f"{super()._description()} (T={self.temperature:g})"
 
     @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X, y):
+    def fit(self, X, y, *, voxel_size=None):
         """Fit (or reuse) the teacher, then train the student on its soft labels.
 
         Parameters
@@ -173,13 +177,18 @@ validation_fraction, device, precision, inference_precision, random_state, verbo
             ``(n_features, 1, 1)``.
         y : array-like of shape (n_samples,)
             Class labels; ``-1`` marks unlabeled rows (transfer data).
+        voxel_size : float or None, default=None
+            Voxel size of ``X`` in Å, remembered as ``voxel_size_``. ``None`` takes it from
+            ``X`` when it is a stack with a ``voxel_size``
+            (:class:`~skdistill.io.SubtomogramStack`), else leaves it unknown. Must agree
+            with a stack's own voxel size within 1 %.
 
         Returns
         -------
         self : DistilledClassifier
             The fitted student.
         """
-        X_checked = self._validate_fit_inputs(X)
+        X_checked = self._validate_fit_inputs(X, voxel_size)
         y = check_labels(y, len(X_checked), allow_unlabeled=True)
         unlabeled = unlabeled_mask(y)
         if unlabeled.all():

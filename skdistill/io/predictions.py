@@ -19,12 +19,16 @@ import starfile
 
 from .atomic import write_atomically
 from .stack import SubtomogramStack
-from .star import CLASS_NAME_LABEL, _particles_block, check_class_name
+from .star import (
+    _LEGACY_CLASSES_BLOCK,
+    CLASS_NAME_LABEL,
+    CLASSES_BLOCK,
+    _particles_block,
+    check_class_name,
+)
 
 __all__ = ["CLASSES_BLOCK", "write_predictions"]
 
-#: Name of the block (``data_skdistill_classes``) mapping class numbers to class names.
-CLASSES_BLOCK = "skdistill_classes"
 
 _CLASS_NUMBER = "rlnClassNumber"
 _MAX_PROBABILITY = "rlnMaxValueProbDistribution"
@@ -45,7 +49,9 @@ def write_predictions(
     ----------
     particles : path-like or SubtomogramStack
         The particles STAR file the predictions are for (RELION 3.0-5 layouts), or a
-        :class:`~skdistill.io.SubtomogramStack` read from one (its ``star_path``).
+        :class:`~skdistill.io.SubtomogramStack` read from one (its ``star_path``). A stack
+        made with ``SubtomogramStack.from_tomograms(..., on_outside="skip")`` writes only
+        the particles it kept: the rows in its ``skipped`` table are left out of ``out``.
     out : path-like
         The STAR file to write.
     labels : array-like of shape (n_particles,)
@@ -80,6 +86,7 @@ def write_predictions(
     file is written to a temporary file beside ``out`` and moved into place in one step.
     """
     star = _star_of(particles)
+    kept = _kept_rows(particles)
     out = Path(out)
     if not overwrite and (out.exists() or out.is_symlink()):
         raise FileExistsError(
@@ -87,12 +94,21 @@ def write_predictions(
         )
     blocks = starfile.read(star, always_dict=True)
     table = _particles_block(star, blocks)
+    if "rlnTomoReconstructedTomogram" in table.columns:
+        raise ValueError(
+            f"{star} lists tomograms (rlnTomoReconstructedTomogram), not particles: it is a "
+            "tomograms.star. Pass the particles STAR file the predictions are for."
+        )
+    if kept is not None:
+        table = table.iloc[kept].reset_index(drop=True)
     name = "particles" if "particles" in blocks else next(iter(blocks))  # RELION 3.0: one block
     labels = np.asarray(labels)
     if labels.ndim != 1 or len(labels) != len(table):
+        kept_note = "" if kept is None else " (the particles the stack kept)"
         raise ValueError(
-            f"labels has shape {labels.shape}, but {star} lists {len(table)} particles: pass "
-            "one predicted class per particle, in the order of the STAR file's rows."
+            f"labels has shape {labels.shape}, but {star} lists {len(table)} particles"
+            f"{kept_note}: pass one predicted class per particle, in the order of the STAR "
+            "file's rows."
         )
     classes = np.unique(labels) if classes is None else np.asarray(classes)
     numbers = _class_numbers(labels, classes)
@@ -105,6 +121,8 @@ def write_predictions(
     if proba is not None:
         table[_MAX_PROBABILITY] = _top_probability(proba, len(table), len(classes))
     blocks[name] = table
+    # The names of the input's classes (an earlier block name) no longer apply.
+    blocks.pop(_LEGACY_CLASSES_BLOCK, None)
     blocks[CLASSES_BLOCK] = pd.DataFrame(
         {_CLASS_NUMBER: np.arange(1, len(classes) + 1), CLASS_NAME_LABEL: names}
     )
@@ -130,6 +148,19 @@ def _star_of(particles) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"STAR file {path} does not exist.")
     return path
+
+
+def _kept_rows(particles) -> np.ndarray | None:
+    """Rows of the STAR file a stack kept, or None when it kept them all.
+
+    A stack made with ``SubtomogramStack.from_tomograms(..., on_outside="skip")`` leaves out
+    particles whose centre lies outside their tomogram; its ``particles`` table is indexed by
+    the 0-based rows it kept.
+    """
+    skipped = getattr(particles, "skipped", None)
+    if not isinstance(particles, SubtomogramStack) or skipped is None or len(skipped) == 0:
+        return None
+    return particles.particles.index.to_numpy()
 
 
 def _class_numbers(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +122,87 @@ class SubtomogramStack(LazyVolumes):
         self.rotations = table.rotations
         self.shifts = table.shifts
         self.star_path = _star_path(source)
+
+    @classmethod
+    def from_tomograms(
+        cls,
+        particles: str | os.PathLike | pd.DataFrame,
+        tomograms: str | os.PathLike | Mapping[str, str | os.PathLike] | None = None,
+        *,
+        box_size: int,
+        voxel_size: float | None = None,
+        coordinate_pixel_size: float | None = None,
+        on_outside: str = "error",
+    ) -> SubtomogramStack:
+        """Subtomograms cut on demand from tomograms around picked particles.
+
+        Construction reads the STAR files and the tomograms' MRC headers only. Each access
+        cuts the cubes it needs from memory-mapped tomograms, opening each tomogram once per
+        batch and closing it again. The conventions (RELION 3 to 5, Warp, pytom-match-pick;
+        coordinates, pixel sizes, origins, names) are listed with their sources in
+        :mod:`skdistill.io.conventions`.
+
+        Parameters
+        ----------
+        particles : str, path-like or pandas.DataFrame
+            A particles STAR file, or its particle table. Each row needs a tomogram name
+            (``rlnTomoName``, else ``rlnMicrographName``) and coordinates: RELION 5's
+            ``rlnCenteredCoordinate{X,Y,Z}Angst`` (Å from the tomogram centre) or
+            ``rlnCoordinate{X,Y,Z}`` (pixels, 0-based). ``rlnOrigin{X,Y,Z}Angst`` (or
+            pixel ``rlnOrigin{X,Y,Z}``) are applied as RELION does: centre = coordinate -
+            origin.
+        tomograms : str, path-like, mapping or None, default=None
+            RELION's ``tomograms.star`` (``rlnTomoReconstructedTomogram``, pixel size
+            ``rlnTomoTiltSeriesPixelSize * rlnTomoTomogramBinning``, ``rlnTomoSize{X,Y,Z}``;
+            needed for RELION 5 centred coordinates; relative paths are looked for next to
+            the STAR file, in each folder above it, then in the working directory), a folder
+            of tomograms named after them (``TS_01.mrc`` for ``TS_01``, ``TS_01.tomostar``
+            or ``TS_01_10.00Apx``), or a mapping name -> file. None reads the tomogram names
+            as file names (RELION 3.0).
+        box_size : int
+            Edge of the cubes in output voxels; the particle sits at voxel ``box_size // 2``.
+        voxel_size : float or None, default=None
+            Output voxel size in Å; None keeps the tomograms' own. Otherwise the same
+            physical box is cut and resampled (cubic interpolation, Gaussian antialiasing
+            when downsampling), centred on the exact particle position.
+        coordinate_pixel_size : float or None, default=None
+            Å per pixel of ``rlnCoordinate{X,Y,Z}``; None reads it from the STAR file
+            (``rlnTomoTiltSeriesPixelSize``, ``rlnDetectorPixelSize`` /
+            ``rlnMagnification``) or else takes the tomogram's voxel size.
+        on_outside : {"error", "skip"}, default="error"
+            What to do with particles whose centre lies outside their tomogram: raise a
+            ``ValueError`` naming them, or leave them out (listed in ``skipped``).
+
+        Returns
+        -------
+        SubtomogramStack
+            A lazy stack (a subclass) with the attributes of :class:`SubtomogramStack`
+            (``particles`` holding the kept rows, indexed by their 0-based input row;
+            ``voxel_size`` the output voxel size; ``shifts`` the sub-voxel offset of each
+            particle from the box centre) plus ``n_padded``, the number of boxes that
+            reached beyond a tomogram edge and were filled with the tomogram's mean (with
+            one :class:`~skdistill.io.EdgePaddingWarning`), and ``skipped``, the rows left
+            out (an empty table when none).
+
+        Raises
+        ------
+        ValueError
+            For missing columns, tomogram names without a tomogram, tomograms that are 2D,
+            compressed or have non-cubic voxels, unknown pixel sizes, particles outside
+            their tomogram (with ``on_outside="error"``) and bad arguments.
+        FileNotFoundError
+            For missing STAR or tomogram files (saying where they were looked for).
+        """
+        from .tomogram_stack import from_tomograms
+
+        return from_tomograms(
+            particles,
+            tomograms,
+            box_size=box_size,
+            voxel_size=voxel_size,
+            coordinate_pixel_size=coordinate_pixel_size,
+            on_outside=on_outside,
+        )
 
     @functools.cached_property
     def _star_blocks(self) -> dict:

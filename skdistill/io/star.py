@@ -15,8 +15,10 @@ Written files follow RELION 3.1+: a ``data_optics`` block with one optics group
   ``-shift * voxel_size`` Å, component-wise ``(x, y, z)``. RELION 3.0's ``rlnOriginX/Y/Z``
   (pixels) are read as well.
 
-Class names, which RELION has no label for, go to a third loop block ``data_classes`` with
-``rlnClassNumber`` and ``skdistillClassName``; RELION ignores blocks it does not read.
+Class names, which RELION has no label for, go to a third loop block
+``data_skdistill_classes`` with ``rlnClassNumber`` and ``skdistillClassName``; RELION ignores
+blocks it does not read. Files written by skdistill 0.1 development versions named that block
+``data_classes``; it is still read.
 
 Label volumes (segmentation masks), when written, are listed per particle in ``rlnMaskName``,
 relative to the STAR file like ``rlnImageName``. This use is skdistill's own: RELION defines
@@ -64,8 +66,12 @@ __all__ = [
 
 #: File name of the STAR file :func:`~skdistill.io.write_subtomograms` writes.
 PARTICLES_STAR = "particles.star"
-#: STAR label of the class-name column in the ``data_classes`` block.
+#: STAR label of the class-name column in the ``data_skdistill_classes`` block.
 CLASS_NAME_LABEL = "skdistillClassName"
+#: Name of the block (``data_skdistill_classes``) mapping class numbers to class names.
+CLASSES_BLOCK = "skdistill_classes"
+#: The name earlier development versions gave that block (``data_classes``), still read.
+_LEGACY_CLASSES_BLOCK = "classes"
 #: STAR label of the per-particle label-volume (mask) file in the ``data_particles`` block.
 MASK_NAME_LABEL = "rlnMaskName"
 
@@ -177,7 +183,7 @@ def write_particles_star(
         particles[MASK_NAME_LABEL] = list(mask_names)
     blocks = {"optics": optics, "particles": pd.DataFrame(particles)}
     if class_names is not None:
-        blocks["classes"] = pd.DataFrame(
+        blocks[CLASSES_BLOCK] = pd.DataFrame(
             {
                 "rlnClassNumber": np.arange(1, len(class_names) + 1),
                 CLASS_NAME_LABEL: [str(name) for name in class_names],
@@ -239,11 +245,12 @@ def read_particles_star(path: str | os.PathLike) -> ParticleTable:
         mask_paths, mask_stack_indices = _resolve_names(path, particles[MASK_NAME_LABEL])
     voxel_size, voxel_size_label = voxel_size_of(path, optics, particles)
     labels = _labels(path, particles)
-    class_names = _class_names(path, blocks.get("classes"))
+    class_names = _class_names(path, class_names_block(blocks))
     if labels is not None and class_names is not None and labels.max() >= len(class_names):
         raise ValueError(
-            f"STAR file {path} uses rlnClassNumber {labels.max() + 1} but its data_classes "
-            f"block names only {len(class_names)} classes; add the missing class names."
+            f"STAR file {path} uses rlnClassNumber {labels.max() + 1} but its "
+            f"data_skdistill_classes block names only {len(class_names)} classes; add the "
+            "missing class names."
         )
     return ParticleTable(
         paths=paths,
@@ -348,6 +355,12 @@ def _labels(star: Path, particles: pd.DataFrame) -> np.ndarray | None:
     return numbers.astype(np.int64) - 1
 
 
+def class_names_block(blocks: dict):
+    """The block naming the classes (``data_skdistill_classes``, or ``data_classes``), or None."""
+    block = blocks.get(CLASSES_BLOCK)
+    return blocks.get(_LEGACY_CLASSES_BLOCK) if block is None else block
+
+
 def _class_names(star: Path, classes) -> list[str] | None:
     if not isinstance(classes, pd.DataFrame) or CLASS_NAME_LABEL not in classes.columns:
         return None
@@ -355,8 +368,8 @@ def _class_names(star: Path, classes) -> list[str] | None:
     numbers = np.asarray(table["rlnClassNumber"])
     if not np.array_equal(numbers, np.arange(1, len(table) + 1)):
         raise ValueError(
-            f"STAR file {star} numbers its data_classes rows {numbers.tolist()}; they must be "
-            "1..K, one row per class."
+            f"STAR file {star} numbers its data_skdistill_classes rows {numbers.tolist()}; they "
+            "must be 1..K, one row per class."
         )
     return [str(name) for name in table[CLASS_NAME_LABEL]]
 

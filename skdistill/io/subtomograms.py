@@ -41,10 +41,11 @@ def write_subtomograms(
     least six digits, counting from 1) as float32 (MRC mode 2) with ``voxel_size`` in the
     header. ``particles.star`` follows RELION 3.1+ (see :mod:`skdistill.io.star` for the
     labels): a ``data_optics`` block, a ``data_particles`` block with ``rlnImageName``
-    relative to the STAR file, and, when ``class_names`` is given, a ``data_classes`` block
-    with ``rlnClassNumber`` and ``skdistillClassName``. With ``masks``, each subtomogram's
-    label volume goes to ``subtomo_000001_mask.mrc`` etc., listed in the column
-    ``rlnMaskName`` (skdistill's own use of it; RELION does not read it in particle tables).
+    relative to the STAR file, and, when ``class_names`` is given, a
+    ``data_skdistill_classes`` block with ``rlnClassNumber`` and ``skdistillClassName``. With
+    ``masks``, each subtomogram's label volume goes to ``subtomo_000001_mask.mrc`` etc.,
+    listed in the column ``rlnMaskName`` (skdistill's own use of it; RELION does not read it
+    in particle tables).
 
     The files are written into a hidden folder beside ``directory``, which replaces
     ``directory`` in one rename once all of them are written (see
