@@ -208,7 +208,8 @@ def check_model_path(path: str | os.PathLike, *, overwrite: bool = False) -> Pat
         )
     if not overwrite and (path.exists() or path.is_symlink()):
         raise FileExistsError(
-            f"{path} already exists. Pass overwrite=True to replace it, or choose another file."
+            f"{path} already exists. Pass overwrite=True (--overwrite on the command line) to "
+            "replace it, or choose another file."
         )
     return path
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from skdistill import load_model
 from skdistill.cli import main
 from skdistill.cli._predict import format_histogram
 from skdistill.datasets import make_toy_volumes
-from skdistill.io import SubtomogramStack, write_subtomograms
+from skdistill.io import EdgePaddingWarning, SubtomogramStack, write_subtomograms
 
 PREFIX = "skdistill: error:"
 TINY = ["--arch", "tiny", "--epochs", "3", "--batch-size", "8", "--device", "cpu", "-q"]
@@ -55,7 +56,7 @@ def fitted(project, tmp_path_factory) -> Path:
 
 def test_fit_writes_a_model_that_remembers_the_data(fitted):
     model = load_model(fitted)
-    assert list(model.classes_) == NAMES  # class names from the STAR file
+    assert list(model.classes_) == [1, 2, 3]  # rlnClassNumber: written back the same
     assert model.voxel_size_ == pytest.approx(9.2)
     assert tuple(model.input_shape_) == (8, 8, 8)
 
@@ -194,3 +195,43 @@ def test_predict_needs_a_model_file(project, tmp_path, capsys):
     )
     assert code == 1
     _one_line_error(err, "none.safetensors")
+
+
+@pytest.fixture(scope="module")
+def relion_project(tmp_path_factory):
+    """A small simulated RELION 5 project: 2 tomograms, centred Å coordinates."""
+    from skdistill.datasets import write_relion_project
+
+    folder = tmp_path_factory.mktemp("relion") / "project"
+    return write_relion_project(
+        folder, n_tomograms=2, shape=(32, 96, 96), n_particles=8, n_classes=2, random_state=0
+    )
+
+
+def test_fit_and_predict_from_tomograms(relion_project, tmp_path, capsys):
+    """Boxes of 8 voxels of 20 Å, resampled from 10 Å tomograms (some padded at the edges)."""
+    model = tmp_path / "m.safetensors"
+    out = tmp_path / "classified.star"
+    star, tomograms = relion_project.particles_star, relion_project.tomograms_star
+    particles = ["--star", star, "--tomograms", tomograms]
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # shown by the command line, not raised
+        code, stdout, err = _main(
+            capsys, "fit", *particles, "--box", 8, "--voxel-size", 20, *TINY, "--model", model
+        )
+        assert code == 0, err
+        assert "at 20 Å" in stdout
+        # Warnings are one line each, without a source file and line.
+        assert "skdistill: warning:" in err and "edge of their tomogram" in err
+        assert ".py:" not in err
+        code, stdout, err = _main(capsys, "predict", "--model", model, *particles, "--out", out)
+    assert code == 0, err
+    loaded = load_model(model)
+    assert loaded.voxel_size_ == 20 and tuple(loaded.input_shape_) == (8, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EdgePaddingWarning)
+        stack = SubtomogramStack.from_tomograms(star, tomograms, box_size=8, voxel_size=20)
+    written = starfile.read(out, always_dict=True)["particles"]
+    np.testing.assert_array_equal(written["rlnClassNumber"], loaded.predict(np.asarray(stack)))
+    original = starfile.read(star, always_dict=True)["particles"]
+    assert list(written.columns[: len(original.columns)]) == list(original.columns)

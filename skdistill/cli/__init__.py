@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from typing import NoReturn
 
 from .. import __version__
@@ -96,7 +97,9 @@ def main(args: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits after --help, --version and usage errors
         return exc.code if isinstance(exc.code, int) else 2
     try:
-        return namespace.run(namespace)
+        with warnings.catch_warnings():  # restores the caller's warning display afterwards
+            warnings.showwarning = _show_warning
+            return namespace.run(namespace)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # the reader of stdout went away (`skdistill info ... | head`)
@@ -106,6 +109,11 @@ def main(args: list[str] | None = None) -> int:
     except (OSError, ValueError, RuntimeError, MemoryError) as exc:
         print(f"{_PREFIX} {_one_line(exc)}", file=sys.stderr)
         return 1
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Print a warning on one line, like errors, without the source file and line."""
+    print(f"skdistill: warning: {_one_line(message)}", file=sys.stderr)
 
 
 def _silence_stdout() -> None:

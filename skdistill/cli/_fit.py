@@ -11,9 +11,9 @@ from sklearn.frozen import FrozenEstimator
 
 from ..architectures import list_architectures
 from ..estimators import Cnn3DClassifier, DistilledClassifier
-from ..model_files import load_model, save_model
+from ..model_files import check_model_path, load_model, save_model
 from ._arguments import HelpFormatter, at_least, positive_float
-from ._particles import add_particle_arguments, check_input_file, check_output_file, open_particles
+from ._particles import add_particle_arguments, check_input_file, open_particles
 
 __all__ = ["add_parser", "labels_from_column", "run"]
 
@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         check_input_file(args.teacher, "teacher model file")
     if args.teacher is None and args.teacher_arch is None and args.temperature != 5.0:
         raise ValueError("--temperature needs a teacher: pass --teacher or --teacher-arch.")
-    check_output_file(args.model, overwrite=args.overwrite, what="model file")
+    check_model_path(args.model, overwrite=args.overwrite)
     teacher = None if args.teacher is None else load_model(args.teacher)
     stack = open_particles(args, box_size=args.box, voxel_size=args.voxel_size)
     fit_params = _voxel_size_parameter(stack, args)
@@ -150,8 +150,9 @@ def run(args: argparse.Namespace) -> int:
 def labels_from_column(stack, column: str) -> np.ndarray:
     """Each particle's class from the STAR column ``column``.
 
-    ``rlnClassNumber`` gives the class names when the STAR file names its classes
-    (``data_skdistill_classes``), else its numbers; any other column gives its values.
+    The column's values are the classes, so the model's ``classes_`` are, for
+    ``rlnClassNumber``, RELION's class numbers, and ``skdistill predict`` writes each class
+    back under the same number. Integer-valued floats become integers.
 
     Raises
     ------
@@ -173,8 +174,6 @@ def labels_from_column(stack, column: str) -> np.ndarray:
             f"{missing.size} particles have no value in {column}, the first in row "
             f"{missing[0] + 1}. Give every training particle a class."
         )
-    if column == "rlnClassNumber" and stack.class_names is not None and stack.labels is not None:
-        return np.asarray(stack.class_names, dtype=object)[stack.labels]
     values = values.to_numpy()
     if values.dtype.kind == "f" and np.all(values == np.round(values)):
         values = values.astype(np.int64)
