@@ -18,6 +18,7 @@ __all__ = [
     "image_size",
     "numeric",
     "optics_per_particle",
+    "three_columns",
     "voxel_size_of",
 ]
 
@@ -163,3 +164,23 @@ def numeric(star: Path, frame: pd.DataFrame, label: str, block: str) -> pd.Serie
             f"{label} of {block} (row {row + 1}); {label} must hold numbers. Fix that row."
         )
     return values
+
+
+def three_columns(
+    star: Path, particles: pd.DataFrame, labels: tuple[str, str, str]
+) -> np.ndarray | None:
+    """Columns ``labels`` as an ``(n, 3)`` array, missing ones as 0 (RELION's default).
+
+    None when the table has none of them.
+    """
+    if not any(label in particles.columns for label in labels):
+        return None
+    return np.stack(
+        [
+            np.asarray(numeric(star, particles, label, "data_particles"), dtype=np.float64)
+            if label in particles.columns
+            else np.zeros(len(particles))
+            for label in labels
+        ],
+        axis=1,
+    )

@@ -77,7 +77,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._star_values import numeric
+from ._star_values import numeric, three_columns
 
 __all__ = [
     "CENTERED_LABELS",
@@ -256,16 +256,9 @@ def origins_angst(
 
 
 def _three_columns(star, particles: pd.DataFrame, labels: tuple[str, str, str]) -> np.ndarray:
-    """Columns ``labels`` as an ``(n, 3)`` array, a missing one as zeros (RELION's default)."""
-    return np.stack(
-        [
-            np.asarray(numeric(star, particles, label, "data_particles"), dtype=np.float64)
-            if label in particles.columns
-            else np.zeros(len(particles))
-            for label in labels
-        ],
-        axis=1,
-    )
+    """Columns ``labels`` as an ``(n, 3)`` array, all zeros when none is there."""
+    columns = three_columns(star, particles, labels)
+    return np.zeros((len(particles), 3)) if columns is None else columns
 
 
 def coordinates(

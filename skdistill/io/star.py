@@ -50,6 +50,7 @@ from ._star_values import (
     image_size,
     numeric,
     optics_per_particle,
+    three_columns,
     voxel_size_of,
 )
 
@@ -259,7 +260,7 @@ def read_particles_star(path: str | os.PathLike) -> ParticleTable:
         voxel_size=voxel_size,
         labels=labels,
         class_names=class_names,
-        rotations=_columns(path, particles, _ANGLE_LABELS),
+        rotations=three_columns(path, particles, _ANGLE_LABELS),
         shifts=_shifts(path, particles, voxel_size),
         mask_paths=mask_paths,
         mask_stack_indices=mask_stack_indices,
@@ -374,25 +375,8 @@ def _class_names(star: Path, classes) -> list[str] | None:
     return [str(name) for name in table[CLASS_NAME_LABEL]]
 
 
-def _columns(
-    star: Path, particles: pd.DataFrame, labels: tuple[str, str, str]
-) -> np.ndarray | None:
-    """The three columns as an (n, 3) array, missing ones as 0 (RELION's default)."""
-    if not any(label in particles.columns for label in labels):
-        return None
-    return np.stack(
-        [
-            np.asarray(numeric(star, particles, label, "data_particles"), dtype=np.float64)
-            if label in particles.columns
-            else np.zeros(len(particles))
-            for label in labels
-        ],
-        axis=1,
-    )
-
-
 def _shifts(star: Path, particles: pd.DataFrame, voxel_size: float | None) -> np.ndarray | None:
-    origins_angst = _columns(star, particles, _ORIGIN_ANGST_LABELS)
+    origins_angst = three_columns(star, particles, _ORIGIN_ANGST_LABELS)
     if origins_angst is not None:
         if voxel_size is None:
             raise ValueError(
@@ -400,5 +384,5 @@ def _shifts(star: Path, particles: pd.DataFrame, voxel_size: float | None) -> np
                 "add rlnImagePixelSize to its data_optics block."
             )
         return -origins_angst[:, ::-1] / voxel_size + 0.0
-    origins_pixels = _columns(star, particles, _ORIGIN_PIXEL_LABELS)
+    origins_pixels = three_columns(star, particles, _ORIGIN_PIXEL_LABELS)
     return None if origins_pixels is None else -origins_pixels[:, ::-1] + 0.0

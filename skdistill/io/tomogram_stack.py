@@ -18,14 +18,13 @@ import pandas as pd
 import starfile
 
 from . import conventions
-from ._star_values import PixelSizeWarning, optics_per_particle
+from ._star_values import PixelSizeWarning, optics_per_particle, three_columns
 from .extraction import crop_cube, resample_cube, resampled_support
 from .mrc import _open, _strictly
 from .stack import SubtomogramStack
 from .star import (
     _ANGLE_LABELS,
     _class_names,
-    _columns,
     _labels,
     _particles_block,
     class_names_block,
@@ -269,7 +268,7 @@ def from_tomograms(
             "voxel_size": float(output_size),
             "labels": kept_labels,
             "class_names": class_names,
-            "rotations": _columns(star or Path(description), kept_table, _ANGLE_LABELS),
+            "rotations": three_columns(star or Path(description), kept_table, _ANGLE_LABELS),
             "shifts": residual * (sizes[kept_index] / output_size)[:, None] + 0.0,
             "star_path": star,
             "n_padded": n_padded,
