@@ -1,5 +1,6 @@
 """The examples run end to end (at a tiny size)."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -61,3 +62,52 @@ def test_unet_size_search_example_runs(tmp_path):
     )  # fmt: skip
     assert figure.stat().st_size > 10_000
     assert "Best:" in result.stdout and "*" in result.stdout  # a Pareto front is marked
+
+
+def test_relion_project_example_runs_end_to_end(tmp_path):
+    import starfile
+
+    from skdistill import load_model
+
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, EXAMPLES / "relion_project.py", "--n-tomograms", "2",
+         "--n-particles", "6", "--shape", "16", "32", "32", "--voxel-size", "36", "--box", "8",
+         "--teacher-arch", "tiny", "--student-arch", "tiny", "--epochs", "1", "--out", out],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )  # fmt: skip
+    accuracy = re.search(
+        r"test accuracy on (TS_0\d) vs the true rlnClassNumber: teacher ([\d.]+), "
+        r"student ([\d.]+)",
+        result.stdout,
+    )
+    assert accuracy is not None, result.stdout
+    assert all(0 <= float(value) <= 1 for value in accuracy.group(2, 3))
+    assert "reloaded model predicts the test particles as the fitted one did: True" in (
+        result.stdout
+    )
+    assert "skdistill fit --star" in result.stdout and "skdistill predict --model" in result.stdout
+
+    model = load_model(out / "model.safetensors")
+    assert model.classes_.tolist() == [1, 2, 3]  # rlnClassNumber's values
+    assert model.input_shape_ == (8, 8, 8) and model.voxel_size_ == 36.0
+
+    original = starfile.read(out / "project" / "particles.star", always_dict=True)
+    written = starfile.read(out / "classified.star", always_dict=True)
+    particles = written["particles"]
+    assert len(particles) == 12
+    assert particles["rlnClassNumber"].isin([1, 2, 3]).all()
+    assert particles["rlnMaxValueProbDistribution"].between(0.33, 1).all()  # the top of 3
+    assert particles["rlnTomoParticleName"].tolist() == (
+        original["particles"]["rlnTomoParticleName"].tolist()
+    )
+    assert written["skdistill_classes"]["rlnClassNumber"].tolist() == [1, 2, 3]
+    assert written["optics"].equals(original["optics"])
+
+    # The command-line equivalent trains on the training tomogram's particles only.
+    test_tomogram = accuracy.group(1)
+    train = starfile.read(out / "train.star", always_dict=True)["particles"]
+    assert len(train) == 6 and test_tomogram not in set(train["rlnTomoName"])
