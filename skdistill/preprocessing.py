@@ -8,7 +8,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .utils.validation import input_ndim
 
-__all__ = ["VolumeNormalizer"]
+__all__ = ["VolumeNormalizer", "standardize_volumes"]
 
 
 class VolumeNormalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
@@ -61,12 +61,7 @@ class VolumeNormalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             float32 input stays float32; anything else becomes float64.
         """
         check_is_fitted(self)
-        X = self._check(X, reset=False)
-        flat = X.reshape(len(X), -1)
-        mean = flat.mean(axis=1, keepdims=True)
-        std = flat.std(axis=1, keepdims=True)
-        scale = np.where(std > 0, std, 1)
-        return ((flat - mean) / scale).reshape(X.shape).astype(X.dtype, copy=False)
+        return standardize_volumes(self._check(X, reset=False))
 
     def _check(self, X, *, reset: bool) -> np.ndarray:
         dtypes = [np.float64, np.float32]
@@ -82,3 +77,33 @@ class VolumeNormalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         tags.requires_fit = False
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
+
+
+def standardize_volumes(X: np.ndarray) -> np.ndarray:
+    """Each row of ``X`` (a volume) scaled to zero mean and unit variance; constant rows to 0.
+
+    What :class:`VolumeNormalizer` does, without the input checks: the estimators' own
+    ``standardize=True`` applies it to each batch they read.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, ...)
+        Volumes (or feature rows), float32 or float64.
+
+    Returns
+    -------
+    ndarray of the same shape and dtype as ``X`` (a new array)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdistill.preprocessing import standardize_volumes
+    >>> standardize_volumes(np.array([[1.0, 3.0], [2.0, 2.0]]))
+    array([[-1.,  1.],
+           [ 0.,  0.]])
+    """
+    flat = X.reshape(len(X), -1)
+    mean = flat.mean(axis=1, keepdims=True)
+    std = flat.std(axis=1, keepdims=True)
+    scale = np.where(std > 0, std, 1)
+    return ((flat - mean) / scale).reshape(X.shape).astype(X.dtype, copy=False)

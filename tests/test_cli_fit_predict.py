@@ -58,6 +58,7 @@ def test_fit_writes_a_model_that_remembers_the_data(fitted):
     model = load_model(fitted)
     assert list(model.classes_) == [1, 2, 3]  # rlnClassNumber: written back the same
     assert model.voxel_size_ == pytest.approx(9.2)
+    assert model.standardize is True  # each volume scaled, in fit and predict
     assert tuple(model.input_shape_) == (8, 8, 8)
 
 
@@ -124,11 +125,21 @@ def test_fit_with_a_teacher_architecture(project, tmp_path, capsys):
         *TINY,
         "--teacher-arch",
         "tiny",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.002",
+        "--teacher-lr",
+        "0.001",
+        "--no-standardize",
         "--model",
         model,
     )
     assert code == 0, err
-    assert type(load_model(model)).__name__ == "DistilledClassifier"
+    student = load_model(model)
+    assert type(student).__name__ == "DistilledClassifier"
+    assert (student.optimizer, student.lr, student.standardize) == ("adam", 0.002, False)
+    assert (student.teacher.lr, student.teacher.optimizer) == (0.001, "adam")
 
 
 def test_histogram_lists_every_class_in_model_order():
@@ -171,6 +182,7 @@ def test_existing_output_is_refused_before_any_work(project, fitted, tmp_path, c
         (["--voxel-size", "4.6"], ["9.2", "--tomograms"]),
         (["--temperature", "2"], ["--teacher"]),
         (["--teacher", "missing.safetensors"], ["missing.safetensors"]),
+        (["--teacher-lr", "0.001"], ["--teacher-arch"]),
     ],
 )
 def test_fit_bad_input_is_one_line(project, tmp_path, capsys, arguments, fragments):

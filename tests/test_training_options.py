@@ -113,3 +113,25 @@ def test_auto_early_stopping_follows_the_validation_split(estimator, patience, v
     assert dict(estimator.net_.callbacks_)["early_stopping"].patience == patience
     estimator.set_params(validation_fraction=None).fit(X, y)
     assert "early_stopping" not in dict(estimator.net_.callbacks_)
+
+
+def test_standardize_makes_the_model_blind_to_the_data_scale(volumes, seed, tmp_path):
+    """standardize=True scales every volume in fit and predict, also after save/load."""
+    from skdistill import load_model, save_model
+    from skdistill.preprocessing import VolumeNormalizer
+
+    X, y = volumes
+    scaled = X * 0.03 + 5.0  # tomogram-like scale and offset
+    clf = Cnn3DClassifier(arch="tiny", **FAST, standardize=True, random_state=seed).fit(scaled, y)
+    plain = Cnn3DClassifier(arch="tiny", **FAST, random_state=seed)
+    plain.fit(VolumeNormalizer().fit_transform(scaled), y)
+    np.testing.assert_allclose(
+        clf.predict_proba(scaled), plain.predict_proba(VolumeNormalizer().transform(scaled)),
+        rtol=1e-4, atol=1e-6,
+    )  # fmt: skip
+    np.testing.assert_array_equal(clf.predict(scaled), clf.predict(X * 7.0 - 2.0))
+    loaded = load_model(save_model(clf, tmp_path / "m.safetensors"))
+    assert loaded.standardize is True
+    np.testing.assert_array_equal(loaded.predict_proba(scaled), clf.predict_proba(scaled))
+    with pytest.raises(InvalidParameterError, match="standardize"):
+        Cnn3DClassifier(standardize="yes").fit(X, y)

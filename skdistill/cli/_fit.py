@@ -98,6 +98,28 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="STAR column with each particle's class (default: %(default)s)",
     )
     parser.add_argument("--epochs", type=at_least(1), metavar="N", help="training epochs")
+    parser.add_argument(
+        "--optimizer",
+        choices=("sgd", "adam"),
+        help="optimizer of the network(s) (default: the estimators' sgd, the paper's)",
+    )
+    parser.add_argument(
+        "--lr", type=positive_float, metavar="RATE", help="learning rate of the network(s)"
+    )
+    parser.add_argument(
+        "--teacher-lr",
+        type=positive_float,
+        metavar="RATE",
+        help="learning rate of a --teacher-arch teacher (default: --lr)",
+    )
+    parser.add_argument(
+        "--no-standardize",
+        dest="standardize",
+        action="store_false",
+        help="feed the volumes as they are; by default each volume is scaled to zero mean "
+        "and unit variance (in fit and, by the saved model, in predict), as tomograms come "
+        "at any scale",
+    )
     parser.add_argument("--batch-size", type=at_least(1), metavar="N", help="training batch size")
     parser.add_argument(
         "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)"
@@ -122,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
         check_input_file(args.teacher, "teacher model file")
     if args.teacher is None and args.teacher_arch is None and args.temperature != 5.0:
         raise ValueError("--temperature needs a teacher: pass --teacher or --teacher-arch.")
+    if args.teacher_lr is not None and args.teacher_arch is None:
+        raise ValueError("--teacher-lr sets the rate of a --teacher-arch teacher; pass one.")
     check_model_path(args.model, overwrite=args.overwrite)
     teacher = None if args.teacher is None else load_model(args.teacher)
     stack = open_particles(args, box_size=args.box, voxel_size=args.voxel_size)
@@ -197,11 +221,20 @@ def _voxel_size_parameter(stack, args: argparse.Namespace) -> dict:
 
 
 def _estimator(args: argparse.Namespace, teacher):
-    settings = {"device": args.device, "random_state": args.seed, "verbose": int(not args.quiet)}
-    if args.epochs is not None:
-        settings["max_epochs"] = args.epochs
-    if args.batch_size is not None:
-        settings["batch_size"] = args.batch_size
+    settings = {
+        "device": args.device,
+        "random_state": args.seed,
+        "verbose": int(not args.quiet),
+        "standardize": args.standardize,
+    }
+    for option, parameter in (
+        ("epochs", "max_epochs"),
+        ("batch_size", "batch_size"),
+        ("optimizer", "optimizer"),
+        ("lr", "lr"),
+    ):
+        if getattr(args, option) is not None:
+            settings[parameter] = getattr(args, option)
     if teacher is not None:
         if not isinstance(teacher, Cnn3DClassifier):
             raise ValueError(
@@ -210,7 +243,10 @@ def _estimator(args: argparse.Namespace, teacher):
             )
         teacher = FrozenEstimator(teacher)
     elif args.teacher_arch is not None:
-        teacher = Cnn3DClassifier(arch=args.teacher_arch, **settings)
+        teacher_settings = dict(settings)
+        if args.teacher_lr is not None:
+            teacher_settings["lr"] = args.teacher_lr
+        teacher = Cnn3DClassifier(arch=args.teacher_arch, **teacher_settings)
     else:
         return Cnn3DClassifier(arch=args.arch, **settings)
     return DistilledClassifier(

@@ -25,6 +25,7 @@ from ..exceptions import (
     InconsistentVersionWarning,
     NonFiniteOutputError,
 )
+from ..preprocessing import standardize_volumes
 from ..utils.device import local_torch_seed, resolve_device
 from ..utils.precision import PRECISIONS, autocast, resolve_precision, to_channels_last
 from ..utils.validation import validate_volumes
@@ -57,6 +58,7 @@ TRAINING_PARAMETER_CONSTRAINTS: dict = {
     "inference_precision": [StrOptions(set(PRECISIONS))],
     "random_state": ["random_state"],
     "verbose": ["verbose"],
+    "standardize": ["boolean"],
 }
 
 ARCH_CONSTRAINT = [StrOptions(set(list_architectures())), callable]
@@ -128,7 +130,7 @@ class BaseVolumeEstimator(BaseEstimator, metaclass=ABCMeta):
         self._check_early_stopping()
         trained_voxel_size = fit_voxel_size(X, voxel_size)
         check_fit_memory(self, X)
-        X = validate_volumes(self, X, reset=True)
+        X = self._scaled(validate_volumes(self, X, reset=True))
         self.voxel_size_ = trained_voxel_size
         self.input_shape_ = tuple(int(s) for s in X.shape[2:])
         self.n_channels_ = int(X.shape[1])
@@ -245,10 +247,19 @@ class BaseVolumeEstimator(BaseEstimator, metaclass=ABCMeta):
         if hasattr(X, "iter_batches"):
             if len(X) == 0:
                 raise ValueError(f"{type(X).__name__} holds no volumes; nothing to predict.")
-            batches = (validate_volumes(self, b, reset=False) for b in X.iter_batches(batch_size))
+            batches = (
+                self._scaled(validate_volumes(self, batch, reset=False))
+                for batch in X.iter_batches(batch_size)
+            )
             return len(X), batches
         X = validate_volumes(self, X, reset=False)
-        return len(X), (X[start : start + batch_size] for start in range(0, len(X), batch_size))
+        return len(X), (
+            self._scaled(X[start : start + batch_size]) for start in range(0, len(X), batch_size)
+        )
+
+    def _scaled(self, X: np.ndarray) -> np.ndarray:
+        """``X`` with each volume standardized when ``standardize=True``, else ``X`` itself."""
+        return standardize_volumes(X) if self.standardize else X
 
     def _inference_batch_size(self) -> int:
         """Volumes per forward pass at prediction time on the fitted device."""

@@ -70,6 +70,11 @@ class Cnn3DClassifier(BaseVolumeClassifier):
     verbose : int, default=0
         0: silent; 1: a progress bar over epochs (tqdm, on stderr) with the latest losses;
         2 or more: skorch's per-epoch table.
+    standardize : bool, default=False
+        Scale each volume to zero mean and unit variance before the network, in ``fit`` and
+        in every prediction batch (as :class:`~skdistill.preprocessing.VolumeNormalizer`
+        does, but streamed and saved with the model, so a loaded model scales its input
+        itself). Use it for volumes of arbitrary scale, such as boxes cut from tomograms.
 
     Attributes
     ----------
@@ -144,6 +149,7 @@ class Cnn3DClassifier(BaseVolumeClassifier):
         inference_precision="auto",
         random_state=None,
         verbose=0,
+        standardize=False,
     ):
         self.arch = arch
         self.max_epochs = max_epochs
@@ -160,6 +166,7 @@ class Cnn3DClassifier(BaseVolumeClassifier):
         self.inference_precision = inference_precision
         self.random_state = random_state
         self.verbose = verbose
+        self.standardize = standardize
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, *, voxel_size=None):

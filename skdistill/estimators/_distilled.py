@@ -34,10 +34,10 @@ class DistilledClassifier(TeacherMixin, BaseVolumeClassifier):
     teacher : classifier or None, default=None
         Estimator with ``fit`` and ``predict_proba`` (``predict_log_proba`` is used when
         present). ``None`` means ``Cnn3DClassifier()`` (DSRF3D-v2) with this estimator's
-        ``device``, ``precision``, ``inference_precision``, ``verbose`` and (integer)
-        ``random_state``. Wrap a fitted teacher in
-        ``FrozenEstimator`` to reuse it without refitting; note that a teacher fitted on all
-        data has seen every cross-validation test fold. To avoid that leak in a search, pass
+        ``device``, ``precision``, ``inference_precision``, ``verbose``, ``standardize`` and
+        (integer) ``random_state``. Wrap a fitted teacher in ``FrozenEstimator`` to reuse it
+        without refitting; note that a teacher fitted on all data has seen every
+        cross-validation test fold. To avoid that leak in a search, pass
         ``memory`` instead.
     student_arch : str or callable, default="s1"
         Student network (see :class:`Cnn3DClassifier`'s ``arch``).
@@ -49,7 +49,8 @@ class DistilledClassifier(TeacherMixin, BaseVolumeClassifier):
         Cache of teacher fits, keyed on the teacher's parameters and the data: a grid search
         over ``temperature`` and ``student_arch`` then fits the teacher once per fold.
     max_epochs, batch_size, lr, optimizer, momentum, nesterov, lr_decay, early_stopping, \
-validation_fraction, device, precision, inference_precision, random_state, verbose
+validation_fraction, device, precision, inference_precision, random_state, verbose, \
+standardize
         Student training and prediction settings, as in :class:`Cnn3DClassifier`.
 
     Attributes
@@ -142,6 +143,7 @@ validation_fraction, device, precision, inference_precision, random_state, verbo
         inference_precision="auto",
         random_state=None,
         verbose=0,
+        standardize=False,
     ):
         self.teacher = teacher
         self.student_arch = student_arch
@@ -162,6 +164,7 @@ validation_fraction, device, precision, inference_precision, random_state, verbo
         self.inference_precision = inference_precision
         self.random_state = random_state
         self.verbose = verbose
+        self.standardize = standardize
 
     def _description(self) -> str:
         return f"{super()._description()} (T={self.temperature:g})"

@@ -292,7 +292,8 @@ class Cnn3DSegmenter(_BaseSegmenter):
         ``"balanced"`` weights the voxel cross-entropy by inverse class frequency, computed
         on each fit's masks (scikit-learn's ``compute_class_weight``).
     max_epochs, batch_size, lr, optimizer, momentum, nesterov, lr_decay, early_stopping, \
-validation_fraction, device, precision, inference_precision, random_state, verbose
+validation_fraction, device, precision, inference_precision, random_state, verbose, \
+standardize
         Training and prediction settings as in :class:`~skdistill.Cnn3DClassifier`, with
         the defaults listed in the signature; ``early_stopping="auto"`` means a patience of
         20 epochs with a validation split and none without.
@@ -350,6 +351,7 @@ best_epoch_, validation_score_, n_parameters_, voxel_size_
         inference_precision="auto",
         random_state=None,
         verbose=0,
+        standardize=False,
     ):
         self.arch = arch
         self.n_classes = n_classes
@@ -372,6 +374,7 @@ best_epoch_, validation_score_, n_parameters_, voxel_size_
         self.inference_precision = inference_precision
         self.random_state = random_state
         self.verbose = verbose
+        self.standardize = standardize
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, *, voxel_size=None):
@@ -416,8 +419,8 @@ class DistilledSegmenter(TeacherMixin, _BaseSegmenter):
     ----------
     teacher : segmenter or None, default=None
         Estimator with ``fit`` and ``predict_proba`` returning ``(n, n_classes, D, H, W)``.
-        ``None`` means ``Cnn3DSegmenter()`` (SSN3D) with this estimator's device, precision
-        and verbosity settings.
+        ``None`` means ``Cnn3DSegmenter()`` (SSN3D) with this estimator's device, precision,
+        verbosity and ``standardize`` settings.
     student_arch : str or callable, default="unet"
         Student network (see :class:`Cnn3DSegmenter`'s ``arch``); the U-Net knobs apply to it.
     temperature : float, default=5.0
@@ -428,7 +431,8 @@ class DistilledSegmenter(TeacherMixin, _BaseSegmenter):
         Cache of teacher fits.
     n_classes, base_filters, filter_multiplier, levels, last_filters, max_epochs, \
 batch_size, lr, optimizer, momentum, nesterov, lr_decay, early_stopping, \
-validation_fraction, device, precision, inference_precision, random_state, verbose
+validation_fraction, device, precision, inference_precision, random_state, verbose, \
+standardize
         As in :class:`Cnn3DSegmenter`.
     class_weight : "balanced" or None, default=None
         ``"balanced"`` weights every voxel's KL (and cross-entropy) term by the inverse
@@ -488,6 +492,7 @@ validation_fraction, device, precision, inference_precision, random_state, verbo
         inference_precision="auto",
         random_state=None,
         verbose=0,
+        standardize=False,
     ):
         self.teacher = teacher
         self.student_arch = student_arch
@@ -514,6 +519,7 @@ validation_fraction, device, precision, inference_precision, random_state, verbo
         self.inference_precision = inference_precision
         self.random_state = random_state
         self.verbose = verbose
+        self.standardize = standardize
 
     def _description(self) -> str:
         return f"{super()._description()} (T={self.temperature:g})"

@@ -152,6 +152,7 @@ class TeacherMixin:
                 device=self.device,
                 precision=self.precision,
                 inference_precision=self.inference_precision,
+                standardize=self.standardize,
                 random_state=seed,
                 verbose=self.verbose,
             )
