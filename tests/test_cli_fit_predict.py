@@ -247,3 +247,13 @@ def test_fit_and_predict_from_tomograms(relion_project, tmp_path, capsys):
     np.testing.assert_array_equal(written["rlnClassNumber"], loaded.predict(np.asarray(stack)))
     original = starfile.read(star, always_dict=True)["particles"]
     assert list(written.columns[: len(original.columns)]) == list(original.columns)
+
+
+def test_picks_without_tomograms_say_to_pass_them(relion_project, fitted, tmp_path, capsys):
+    code, _, err = _main(
+        capsys, "predict", "--model", fitted, "--star", relion_project.particles_star,
+        "--out", tmp_path / "o.star",
+    )  # fmt: skip
+    assert code == 1
+    _one_line_error(err, "picked coordinates", "--tomograms")
+    assert not (tmp_path / "o.star").exists()

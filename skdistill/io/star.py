@@ -231,9 +231,20 @@ def read_particles_star(path: str | os.PathLike) -> ParticleTable:
         ) from exc
     particles = _particles_block(path, blocks)
     if "rlnImageName" not in particles.columns:
+        picks = any(
+            label in particles.columns
+            for label in ("rlnCenteredCoordinateXAngst", "rlnCoordinateX")
+        )
+        hint = (
+            " It lists picked coordinates: extract the particles from their tomograms with "
+            "SubtomogramStack.from_tomograms(star, tomograms, box_size=...) (on the command "
+            "line: --tomograms and --box)."
+            if picks
+            else " Add rlnImageName with each particle's MRC file, relative to the STAR file."
+        )
         raise ValueError(
-            f"STAR file {path} has no rlnImageName column (it has {list(particles.columns)}). "
-            "Add rlnImageName with each particle's MRC file, relative to the STAR file."
+            f"STAR file {path} has no rlnImageName column (it has {list(particles.columns)})."
+            + hint
         )
     if len(particles) == 0:
         raise ValueError(f"STAR file {path} lists no particles; add particles to it.")
