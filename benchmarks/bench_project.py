@@ -9,7 +9,9 @@ hundred particles extracted from the tomograms (its weights do not matter for sp
 with :func:`skdistill.save_model`. Then, in one run on the same machine state:
 
 (a) the real command line ``python -m skdistill predict --model ... --star ... --tomograms
-    ... --out ...`` runs as a subprocess: its peak RSS (``ru_maxrss`` of ``wait4``; the
+    ... --out ...`` runs as a subprocess of a small launcher process: its peak RSS
+    (``ru_maxrss`` of the launcher's ``wait4``; a process forked straight from this one would
+    start from this process's own high-water mark, which Linux carries over a fork; the
     largest ``RssAnon`` and ``RssFile`` seen polling ``/proc/<pid>/status`` split it into
     private memory and memory-mapped tomogram pages), its wall time (start-up, extraction,
     classification and writing the output) and the time of its own ``Classified N particles
@@ -172,6 +174,27 @@ def _status_kib(pid: int) -> dict[str, int]:
     return values
 
 
+#: Runs the command given as its arguments and prints the child's peak RSS (KiB) last. Linux
+#: starts a forked child's ru_maxrss from the parent's high-water mark, so the command must
+#: be forked from this small process, not from the benchmark holding gigabytes.
+_LAUNCHER = (
+    "import os, subprocess, sys\n"
+    "child = subprocess.Popen(sys.argv[1:])\n"
+    "print(f'child-pid {child.pid}', file=sys.stderr, flush=True)\n"
+    "_, status, usage = os.wait4(child.pid, 0)\n"
+    "print(f'child-maxrss-kib {usage.ru_maxrss}', flush=True)\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
+
+
+def _child_pid(launcher: int) -> int | None:
+    try:
+        children = Path(f"/proc/{launcher}/task/{launcher}/children").read_text().split()
+    except OSError:
+        return None
+    return int(children[0]) if children else None
+
+
 def run_command(args, model_path: Path, star: Path, project, out: Path) -> dict:
     """Run ``skdistill predict`` in a fresh process; its times, output and peak memory."""
     command = [
@@ -188,18 +211,20 @@ def run_command(args, model_path: Path, star: Path, project, out: Path) -> dict:
     with log.open("w") as stream:
         start = time.perf_counter()
         process = subprocess.Popen(
-            command, stdout=stream, stderr=subprocess.STDOUT, env=env, cwd=REPO
+            [sys.executable, "-c", _LAUNCHER, *command],
+            stdout=stream,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
         )
-        while True:
-            # wait4 rather than Popen.wait: it also returns the child's resource usage.
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-            if pid:
-                break
-            for key, value in _status_kib(process.pid).items():
-                peaks[key] = max(peaks[key], value)
+        child = None
+        while process.poll() is None:
+            child = child or _child_pid(process.pid)
+            if child is not None:
+                for key, value in _status_kib(child).items():
+                    peaks[key] = max(peaks[key], value)
             time.sleep(0.05)
         wall = time.perf_counter() - start
-    process.returncode = os.waitstatus_to_exitcode(status)
     text = log.read_text()
     if process.returncode != 0:
         raise RuntimeError(f"skdistill predict failed ({process.returncode}):\n{text}")
@@ -207,6 +232,7 @@ def run_command(args, model_path: Path, star: Path, project, out: Path) -> dict:
     if found is None:
         raise RuntimeError(f"No 'Classified N particles in X s' line in the output:\n{text}")
     n, seconds = int(found.group(1)), float(found.group(2))
+    maxrss_kib = int(re.search(r"child-maxrss-kib (\d+)", text).group(1))
     return {
         "command": " ".join(["python", *command[1:]]),
         "output_first_line": found.group(0),
@@ -216,7 +242,7 @@ def run_command(args, model_path: Path, star: Path, project, out: Path) -> dict:
         "classified_seconds": seconds,
         "classified_per_second": n / seconds,
         # Linux reports ru_maxrss in KiB.
-        "peak_rss_mib": usage.ru_maxrss / 1024,
+        "peak_rss_mib": maxrss_kib / 1024,
         "polled_peak_rss_mib": peaks["VmHWM"] / 1024,
         "polled_max_rss_anon_mib": peaks["RssAnon"] / 1024,
         "polled_max_rss_file_mib": peaks["RssFile"] / 1024,
