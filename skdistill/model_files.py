@@ -52,6 +52,8 @@ METADATA_KEY = "skdistill"
 
 #: The file name suffix of model files.
 SUFFIX = ".safetensors"
+#: Names of pickle files, refused for model files so that nobody unpickles one by mistake.
+_PICKLE_SUFFIXES = frozenset({".joblib", ".pkl", ".pickle", ".pt", ".pth"})
 
 #: The estimator classes a model file may name: the only classes :func:`load_model` builds.
 MODEL_CLASSES: dict[str, type[BaseEstimator]] = {
@@ -91,7 +93,8 @@ def save_model(estimator, path: str | os.PathLike, *, overwrite: bool = False) -
         A fitted estimator whose architecture is given by name (``arch="s1"``, not a
         callable: a callable could only be restored by running code).
     path : str or path-like
-        The file to write; its name must end in ``.safetensors``. Its folder must exist.
+        The file to write, best named ``*.safetensors`` (names of pickles such as
+        ``.joblib`` or ``.pt`` are refused). Its folder must exist.
     overwrite : bool, default=False
         Replace an existing file. The file is written atomically in either case: a reader
         sees the old file or the complete new one, never a part.
@@ -109,7 +112,8 @@ def save_model(estimator, path: str | os.PathLike, *, overwrite: bool = False) -
     sklearn.exceptions.NotFittedError
         If the estimator is not fitted.
     ValueError
-        If ``path`` does not end in ``.safetensors``, or a parameter cannot be stored
+        If ``path`` is named like a pickle (``.joblib``, ``.pt``, ...), or a parameter cannot
+        be stored
         (a callable architecture).
     FileExistsError
         If ``path`` exists and ``overwrite`` is false.
@@ -189,18 +193,20 @@ def check_model_path(path: str | os.PathLike, *, overwrite: bool = False) -> Pat
     Raises
     ------
     ValueError
-        If the name does not end in ``.safetensors`` (:data:`SUFFIX`).
+        If the name ends like a pickle's (``.joblib``, ``.pkl``, ``.pickle``, ``.pt``,
+        ``.pth``); ``.safetensors`` (:data:`SUFFIX`) is recommended.
     FileNotFoundError
         If the folder does not exist.
     FileExistsError
         If the file exists and ``overwrite`` is false.
     """
     path = Path(path)
-    if path.suffix != SUFFIX:
+    if path.suffix.lower() in _PICKLE_SUFFIXES:
         raise ValueError(
-            f"Model files are safetensors files and their names end in {SUFFIX}, so that "
-            f"people and tools know them safe to open; got {str(path)!r}. Use e.g. "
-            f"{str(path.with_name(path.stem + SUFFIX))!r}."
+            f"{str(path)!r} is named like a pickle ({path.suffix}), but model files are "
+            f"safetensors files, safe to open; name them *{SUFFIX} so that people and tools "
+            f"know that, e.g. {str(path.with_name(path.stem + SUFFIX))!r}. (joblib.dump "
+            "writes pickles.)"
         )
     if not path.parent.is_dir():
         raise FileNotFoundError(

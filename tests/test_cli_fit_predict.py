@@ -116,7 +116,7 @@ def test_fit_distils_from_a_teacher_file(project, fitted, tmp_path, capsys):
 
 
 def test_fit_with_a_teacher_architecture(project, tmp_path, capsys):
-    model = tmp_path / "student.safetensors"
+    model = tmp_path / "new" / "folder" / "student.safetensors"  # folders are created
     code, _, err = _main(
         capsys,
         "fit",

@@ -206,11 +206,19 @@ def test_existing_file_is_kept_unless_overwrite(fitted, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # no temporaries
 
 
-@pytest.mark.parametrize("name", ["model.joblib", "model.pt", "model"])
-def test_file_name_must_end_in_safetensors(fitted, tmp_path, name):
-    with pytest.raises(ValueError, match=r"end in \.safetensors.*model\.safetensors"):
+@pytest.mark.parametrize("name", ["model.joblib", "model.pt", "model.PKL"])
+def test_pickle_names_are_refused(fitted, tmp_path, name):
+    with pytest.raises(ValueError, match=r"named like a pickle.*model\.safetensors"):
         save_model(fitted["Cnn3DClassifier"], tmp_path / name)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name", ["model", "model.skdistill"])
+def test_other_names_are_written_as_given(fitted, tmp_path, name):
+    path = save_model(fitted["Cnn3DClassifier"], tmp_path / name)
+    assert path == tmp_path / name
+    original = fitted["Cnn3DClassifier"]
+    assert load_model(path).classes_.tolist() == original.classes_.tolist()
 
 
 def test_missing_folder_is_named(fitted, tmp_path):

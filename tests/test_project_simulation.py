@@ -164,6 +164,8 @@ def test_make_tomogram_places_particles_apart_and_inside():
     assert (distances >= radii[:, None] + radii[None]).all()
     assert table["class_name"].tolist() == [tomogram.class_names[c] for c in table["class"]]
     assert tomogram.templates.shape[0] == 3 and tomogram.volume.dtype == np.float32
+    volume, particles = tomogram  # the tomogram and its particle table
+    assert volume is tomogram.volume and particles is tomogram.particles
 
 
 def test_snr_is_measured_around_the_particles():

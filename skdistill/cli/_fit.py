@@ -13,7 +13,12 @@ from ..architectures import list_architectures
 from ..estimators import Cnn3DClassifier, DistilledClassifier
 from ..model_files import check_model_path, load_model, save_model
 from ._arguments import HelpFormatter, at_least, positive_float
-from ._particles import add_particle_arguments, check_input_file, open_particles
+from ._particles import (
+    add_particle_arguments,
+    check_input_file,
+    check_output_file,
+    open_particles,
+)
 
 __all__ = ["add_parser", "labels_from_column", "run"]
 
@@ -146,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--temperature needs a teacher: pass --teacher or --teacher-arch.")
     if args.teacher_lr is not None and args.teacher_arch is None:
         raise ValueError("--teacher-lr sets the rate of a --teacher-arch teacher; pass one.")
+    check_output_file(args.model, overwrite=args.overwrite, what="model file")  # makes folders
     check_model_path(args.model, overwrite=args.overwrite)
     teacher = None if args.teacher is None else load_model(args.teacher)
     stack = open_particles(args, box_size=args.box, voxel_size=args.voxel_size)

@@ -12,6 +12,7 @@ parameters and their accepted ranges are those of the subtomogram simulator
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from numbers import Integral
 from pathlib import Path
@@ -65,6 +66,11 @@ class SimulatedTomogram:
         ``box // 2`` (the box each particle is rendered in).
     voxel_size : float
         Voxel size in Å.
+
+    Notes
+    -----
+    It unpacks as the tomogram and its particle table:
+    ``volume, particles = make_tomogram(...)``.
     """
 
     volume: np.ndarray
@@ -72,6 +78,10 @@ class SimulatedTomogram:
     class_names: list[str]
     templates: np.ndarray
     voxel_size: float
+
+    def __iter__(self) -> Iterator:
+        """``volume`` and ``particles``, for ``volume, particles = make_tomogram(...)``."""
+        return iter((self.volume, self.particles))
 
 
 class _TomogramPlan:
