@@ -7,6 +7,7 @@ with knowledge distillation into small student networks.
 from . import metrics
 from .estimators import Cnn3DClassifier, Cnn3DSegmenter, DistilledClassifier, DistilledSegmenter
 from .model_files import load_model, save_model
+from .pruning import PrunedClassifier, PrunedSegmenter
 
 __version__ = "0.1.0.dev0"
 
@@ -15,6 +16,8 @@ __all__ = [
     "Cnn3DSegmenter",
     "DistilledClassifier",
     "DistilledSegmenter",
+    "PrunedClassifier",
+    "PrunedSegmenter",
     "__version__",
     "load_model",
     "metrics",

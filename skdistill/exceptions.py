@@ -8,6 +8,7 @@ __all__ = [
     "InconsistentVersionWarning",
     "ModelFileError",
     "NonFiniteOutputError",
+    "PruningError",
     "TrainingDivergedError",
     "VoxelSizeWarning",
 ]
@@ -82,6 +83,10 @@ class ModelFileError(ValueError):
     hold no (or invalid) ``"skdistill"`` metadata, that name a class outside skdistill's
     estimators, or that were written in a newer format than this version reads.
     """
+
+
+class PruningError(ValueError):
+    """A network cannot be pruned: its dependency graph cannot be traced or followed."""
 
 
 class VoxelSizeWarning(UserWarning):

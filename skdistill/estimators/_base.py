@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from abc import ABCMeta, abstractmethod
@@ -162,10 +163,19 @@ class BaseVolumeEstimator(BaseEstimator, metaclass=ABCMeta):
         seed: int,
         distillation: tuple[float, float] | None = None,
         class_weight: np.ndarray | None = None,
+        module: torch.nn.Module | None = None,
+        max_epochs: int | None = None,
     ) -> None:
-        """Train a fresh network on ``X`` and ``targets``; set the fitted attributes."""
+        """Train a network on ``X`` and ``targets``; set the fitted attributes.
+
+        A fresh network, or ``module`` (e.g. a pruned one, fine-tuned for ``max_epochs``
+        instead of the estimator's own ``max_epochs``).
+        """
         config = self._training_config()
-        module = self._build_module(seed)
+        if max_epochs is not None:
+            config = dataclasses.replace(config, max_epochs=max_epochs)
+        if module is None:
+            module = self._build_module(seed)
         train_idx, valid_idx = split_train_valid(len(X), stratify, self.validation_fraction, seed)
         # Index views of one dataset rather than copies of the rows: the loaders read the
         # same samples in the same order, without a second copy of X and the targets.
