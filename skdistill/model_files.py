@@ -31,6 +31,8 @@ from .estimators import Cnn3DClassifier, Cnn3DSegmenter, DistilledClassifier, Di
 from .estimators._base import VERSIONS_KEY, current_versions
 from .exceptions import ModelFileError
 from .io.atomic import write_atomically
+from .pruning import PrunedClassifier, PrunedSegmenter
+from .pruning._estimators import rebuild_pruned
 from .utils.device import resolve_device
 
 __all__ = [
@@ -61,6 +63,11 @@ MODEL_CLASSES: dict[str, type[BaseEstimator]] = {
     for cls in (Cnn3DClassifier, DistilledClassifier, Cnn3DSegmenter, DistilledSegmenter)
 }
 
+#: The pruning meta-estimators a model file may wrap around one of :data:`MODEL_CLASSES`.
+PRUNED_CLASSES: dict[str, type[BaseEstimator]] = {
+    cls.__name__: cls for cls in (PrunedClassifier, PrunedSegmenter)
+}
+
 #: Fitted attributes that are rebuilt from the weights rather than stored.
 _REBUILT = frozenset({"net_", "module_"})
 _FITTED_NAME = re.compile(r"[a-z][a-z0-9_]*_")
@@ -86,6 +93,13 @@ def save_model(estimator, path: str | os.PathLike, *, overwrite: bool = False) -
       ``voxel_size_``, ``device_``, ``history_``, ...), except the network itself;
     - a summary for people and tools that read the description without loading the model:
       ``architecture``, ``classes``, ``input_shape``, ``n_channels``, ``voxel_size``.
+
+    A :class:`~skdistill.PrunedClassifier` or :class:`~skdistill.PrunedSegmenter` is stored
+    as its pruned estimator (``estimator_``: the description above, with the pruned
+    weights, whose shapes are the recipe to rebuild the network) plus ``pruned``: the
+    wrapper's class, parameters and fitted attributes (``n_parameters_``, ``flops_``,
+    ``pruning_history_``, ...). Loading builds the full-width network and resizes each
+    layer to the stored weights.
 
     Parameters
     ----------
@@ -152,15 +166,24 @@ def save_model(estimator, path: str | os.PathLike, *, overwrite: bool = False) -
     True
     """
     name = type(estimator).__name__
-    if MODEL_CLASSES.get(name) is not type(estimator):
+    pruned = None
+    if PRUNED_CLASSES.get(name) is type(estimator):
+        check_is_fitted(estimator, "estimator_")
+        pruned = _describe_pruned(estimator)
+        estimator = estimator.estimator_
+    elif MODEL_CLASSES.get(name) is not type(estimator):
         raise TypeError(
-            f"save_model saves skdistill's estimators ({', '.join(MODEL_CLASSES)}), got "
-            f"{name}. Save the fitted estimator itself (e.g. pipeline[-1] or "
-            "search.best_estimator_), or pickle other objects with joblib.dump."
+            f"save_model saves skdistill's estimators "
+            f"({', '.join([*MODEL_CLASSES, *PRUNED_CLASSES])}), got {name}. Save the fitted "
+            "estimator itself (e.g. pipeline[-1] or search.best_estimator_), or pickle other "
+            "objects with joblib.dump."
         )
     check_is_fitted(estimator, "net_")
     path = check_model_path(path, overwrite=overwrite)
-    metadata = {METADATA_KEY: json.dumps(_describe(estimator)), "format": "pt"}
+    description = _describe(estimator)
+    if pruned is not None:
+        description["pruned"] = pruned
+    metadata = {METADATA_KEY: json.dumps(description), "format": "pt"}
     tensors = {
         key: tensor.detach().cpu().clone().contiguous()
         for key, tensor in estimator.net_.module_.state_dict().items()
@@ -242,9 +265,26 @@ def _describe(estimator) -> dict:
     }
 
 
-def _encode_params(estimator) -> dict:
+def _describe_pruned(pruned) -> dict:
+    """The wrapper of a pruned model: its class, parameters and fitted attributes.
+
+    Its ``estimator`` parameter is not stored: it is an unfitted copy of the pruned
+    estimator, whose description is the file's main one.
+    """
+    fitted = {
+        key: _encode_value(value, f"fitted attribute {key}")
+        for key, value in vars(pruned).items()
+        if _FITTED_NAME.fullmatch(key) and key != "estimator_"
+    }
+    params = _encode_params(pruned, skip=("estimator",))
+    return {"class": type(pruned).__name__, "params": params, "fitted": fitted}
+
+
+def _encode_params(estimator, skip: tuple[str, ...] = ()) -> dict:
     params = {}
     for key, value in estimator.get_params(deep=False).items():
+        if key in skip:
+            continue
         if key == "teacher":
             params[key] = _encode_teacher(value)
         elif key == "random_state" and isinstance(value, np.random.RandomState):
@@ -427,13 +467,51 @@ def _rebuild(path: Path, description: dict, weights: dict[str, torch.Tensor]):
     if not (isinstance(versions, dict) and all(isinstance(v, str) for v in versions.values())):
         versions = {}
     state = {**vars(estimator), **fitted, "_module_weights": weights, VERSIONS_KEY: versions}
+    pruned = description.get("pruned")
     # The unpickling path: it warns about other versions, falls back to the CPU and
-    # rebuilds the network from the architecture name before loading the weights.
+    # rebuilds the network from the architecture name before loading the weights (a pruned
+    # network: full width first, then every layer resized to its stored weights).
     try:
-        estimator.__setstate__(state)
+        if pruned is None:
+            estimator.__setstate__(state)
+        else:
+            estimator = rebuild_pruned(type(estimator), state)
     except (ValueError, TypeError) as error:
         raise ModelFileError(f"The network described in {path} cannot be built: {error}") from error
-    return estimator
+    return estimator if pruned is None else _pruned_wrapper(path, pruned, description, estimator)
+
+
+def _pruned_wrapper(path: Path, pruned, description: dict, estimator):
+    """The pruning meta-estimator around ``estimator``, the rebuilt pruned network's."""
+    if not isinstance(pruned, dict) or not all(
+        isinstance(pruned.get(key), kind)
+        for key, kind in (("class", str), ("params", dict), ("fitted", dict))
+    ):
+        raise ModelFileError(f"The 'pruned' entry of {path} is not a class and parameters.")
+    cls = PRUNED_CLASSES.get(pruned["class"])
+    if cls is None:
+        raise ModelFileError(
+            f"{path} names the pruning class {pruned['class']!r}, which is not one of "
+            f"skdistill's ({', '.join(PRUNED_CLASSES)}); refusing to build it."
+        )
+    params = {key: _decode_value(path, value) for key, value in pruned["params"].items()}
+    base = _build_unfitted(path, description["class"], description["params"], depth=0)
+    try:
+        wrapper = cls(base, **params)
+        wrapper._validate_params()
+    except (TypeError, ValueError) as error:
+        raise ModelFileError(
+            f"{path} holds invalid parameters for {cls.__name__}: {error}"
+        ) from error
+    for key, value in pruned["fitted"].items():
+        if not _FITTED_NAME.fullmatch(key) or key in ("estimator_", "module_"):
+            raise ModelFileError(
+                f"{path} stores the fitted attribute {key!r}, which is not one a fitted "
+                f"{cls.__name__} has."
+            )
+        setattr(wrapper, key, _decode_value(path, value))
+    wrapper.estimator_ = estimator
+    return wrapper
 
 
 def _build_unfitted(path: Path, name: str, params: dict, depth: int) -> BaseEstimator:

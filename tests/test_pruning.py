@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import subprocess
 import sys
@@ -230,3 +231,22 @@ def test_a_segmenter_base_needs_pruned_segmenter(toy, base):
     X, y = toy
     with pytest.raises(TypeError, match="PrunedClassifier"):
         PrunedSegmenter(FrozenEstimator(base)).fit(X, y)
+
+
+def test_pruned_models_save_and_load_as_safe_model_files(
+    toy, pruned, segmentation, pruned_unet, tmp_path
+):
+    from skdistill import load_model, save_model
+
+    for model, X in ((pruned, toy[0]), (pruned_unet, segmentation[0])):
+        path = save_model(model, tmp_path / f"{type(model).__name__}.safetensors")
+        loaded = load_model(path)
+        assert type(loaded) is type(model)
+        assert loaded.amount == model.amount and loaded.criterion == model.criterion
+        assert loaded.n_parameters_ == model.n_parameters_ and loaded.flops_ == model.flops_
+        # NaN (no validation split) compares equal as JSON text.
+        assert json.dumps(loaded.pruning_history_) == json.dumps(model.pruning_history_)
+        np.testing.assert_array_equal(loaded.predict_proba(X[:4]), model.predict_proba(X[:4]))
+        assert [m.out_channels for m in loaded.module_.modules() if isinstance(m, nn.Conv3d)] == [
+            m.out_channels for m in model.module_.modules() if isinstance(m, nn.Conv3d)
+        ]

@@ -27,7 +27,7 @@ from ._engine import FeatureMapPruner, removal_schedule
 from ._flops import count_flops
 from ._shapes import resize_to_weights
 
-__all__ = ["PrunedClassifier", "PrunedSegmenter"]
+__all__ = ["PrunedClassifier", "PrunedSegmenter", "rebuild_pruned"]
 
 
 class _BasePruned(MetaEstimatorMixin, BaseEstimator):
@@ -203,10 +203,10 @@ class _BasePruned(MetaEstimatorMixin, BaseEstimator):
         packed = state.pop("_pruned_estimator", None)
         super().__setstate__(state)
         if packed is not None:
-            self.estimator_ = _rebuild_pruned(*packed)
+            self.estimator_ = rebuild_pruned(*packed)
 
 
-def _rebuild_pruned(cls: type, state: dict) -> BaseVolumeEstimator:
+def rebuild_pruned(cls: type, state: dict) -> BaseVolumeEstimator:
     """The pruned estimator of its pickled state: full-width net resized to the weights."""
     state = dict(state)
     weights = state.pop("_module_weights")
