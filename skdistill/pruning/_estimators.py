@@ -353,6 +353,8 @@ class PrunedClassifier(ClassifierMixin, _BasePruned):
     )
 
     _base_examples = "Cnn3DClassifier or DistilledClassifier"
+    # The pruned estimator's own score (and docstring), not ClassifierMixin's.
+    score = _BasePruned.score
 
     def _check_base(self, inner) -> None:
         super()._check_base(inner)
