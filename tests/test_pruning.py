@@ -1,0 +1,232 @@
+"""Structured pruning with retraining: the engine, the criteria, the pruned estimators."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from sklearn.frozen import FrozenEstimator
+from sklearn.model_selection import GridSearchCV
+from torch import nn
+
+from skdistill import Cnn3DClassifier, Cnn3DSegmenter, PrunedClassifier, PrunedSegmenter
+from skdistill.architectures import build_network, build_segmentation_network
+from skdistill.exceptions import PruningError
+from skdistill.pruning import (
+    FeatureMapPruner,
+    L1Importance,
+    RandomImportance,
+    TaylorImportance,
+    removal_schedule,
+)
+from skdistill.pruning._graph import build_graph, prunable_groups
+
+TINY = {"arch": "tiny", "max_epochs": 3, "batch_size": 16, "lr": 0.05, "random_state": 0}
+PRUNE = {"amount": 0.5, "steps": 2, "finetune_epochs": 1, "random_state": 0}
+
+
+def conv_widths(module: nn.Module) -> list[int]:
+    return [m.out_channels for m in module.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+
+
+@pytest.fixture(scope="module")
+def toy():
+    from skdistill.datasets import make_toy_volumes
+
+    return make_toy_volumes(48, n_classes=2, size=8, noise=0.3, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def base(toy):
+    X, y = toy
+    return Cnn3DClassifier(**TINY).fit(X, y)
+
+
+@pytest.fixture(scope="module")
+def pruned(toy, base):
+    X, y = toy
+    return PrunedClassifier(FrozenEstimator(base), **PRUNE).fit(X, y)
+
+
+@pytest.fixture(scope="module")
+def segmentation():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(12, 16, 16, 16)).astype(np.float32)
+    return X, (X > 0.5).astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def pruned_unet(segmentation):
+    X, y = segmentation
+    segmenter = Cnn3DSegmenter(
+        "unet", base_filters=2, levels=2, max_epochs=1, batch_size=6, random_state=0
+    )
+    return PrunedSegmenter(segmenter, **PRUNE).fit(X, y)
+
+
+def test_removal_schedule_is_linear_not_compounded():
+    assert removal_schedule(100, 0.5, 5) == [10, 10, 10, 10, 10]
+    assert sum(removal_schedule(30, 0.75, 4)) == round(0.75 * 30)
+
+
+def test_pruning_resizes_the_layers_and_keeps_the_output_shape():
+    net = build_network("dsrf3d_v2", 2, (8, 8, 8))
+    x = torch.randn(2, 1, 8, 8, 8)
+    widths, linear_in = conv_widths(net), net.classifier[1].in_features
+    pruner = FeatureMapPruner(net, x)
+    assert pruner.n_feature_maps == sum(widths)
+    assert pruner.prune(pruner.n_feature_maps // 2, L1Importance()) == sum(widths) // 2
+    assert sum(conv_widths(net)) == sum(widths) - sum(widths) // 2
+    assert net.classifier[1].in_features < linear_in  # Flatten -> Linear resized
+    assert net(x).shape == (2, 2)
+
+
+def test_a_layer_keeps_its_last_feature_map():
+    net = build_network("tiny", 2, (8, 8, 8))
+    pruner = FeatureMapPruner(net, torch.randn(2, 1, 8, 8, 8))
+    assert pruner.prune(10, L1Importance()) == 3
+    assert conv_widths(net) == [1]
+    assert pruner.prune(1, L1Importance()) == 0
+
+
+@pytest.mark.parametrize(("arch", "size"), [("s1", 27), ("ssn3d", 16), ("ssn3d_fcn8", 16)])
+def test_every_architecture_family_prunes(arch, size):
+    shape = (size,) * 3
+    if arch.startswith("ssn3d"):
+        net = build_segmentation_network(arch, 3, shape)
+    else:
+        net = build_network(arch, 3, shape)
+    x = torch.randn(1, 1, *shape)
+    expected = net(x).shape
+    pruner = FeatureMapPruner(net, x)
+    pruner.prune(pruner.n_feature_maps // 4, RandomImportance(0))
+    assert net(x).shape == expected
+    # the class-score layers keep one output per class
+    assert all(m.out_channels == 3 for m in pruner.kept_layers if hasattr(m, "out_channels"))
+
+
+def _group_scores(net, x, criterion):
+    graph = build_graph(net, x)
+    return torch.cat([criterion(group) for _, group in prunable_groups(graph, [])])
+
+
+def test_taylor_scores_activations_not_weights():
+    net = build_network("s3", 2, (27, 27, 27))
+    x, y = torch.randn(8, 1, 27, 27, 27), torch.randint(0, 2, (8,))
+    taylor = TaylorImportance().calibrate(net, [(x, y)], nn.CrossEntropyLoss())
+    taylor_scores = _group_scores(net, x, taylor)
+    l1_scores = _group_scores(net, x, L1Importance())
+    assert torch.isfinite(taylor_scores).all() and (taylor_scores >= 0).all()
+    assert not torch.equal(taylor_scores.argsort(), l1_scores.argsort())
+    assert all(m.inplace for m in net.modules() if hasattr(m, "inplace"))  # restored
+
+
+def test_random_criterion_is_seeded():
+    net = build_network("s3", 2, (27, 27, 27))
+    x = torch.randn(1, 1, 27, 27, 27)
+    first = _group_scores(net, x, RandomImportance(0))
+    assert torch.equal(first, _group_scores(net, x, RandomImportance(0)))
+    assert not torch.equal(first, _group_scores(net, x, RandomImportance(1)))
+
+
+class ChannelShuffle(nn.Module):
+    """Mixes channels by a reshape the dependency graph cannot follow."""
+
+    def __init__(self, n_classes, input_shape, in_channels):
+        super().__init__()
+        self.a = nn.Conv3d(in_channels, 4, 3, padding=1)
+        self.b = nn.Conv3d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4, n_classes)
+
+    def forward(self, x):
+        x = self.a(x)
+        n, c, *space = x.shape
+        x = x.reshape(n, 2, c // 2, *space).transpose(1, 2).reshape(n, c, *space)
+        return self.fc(self.b(x).mean(dim=(2, 3, 4)))
+
+
+def test_a_network_the_graph_cannot_follow_gives_a_clear_error(toy):
+    X, y = toy
+    base = Cnn3DClassifier(arch=ChannelShuffle, max_epochs=1, random_state=0)
+    with pytest.raises(PruningError, match="dependency graph did not follow"):
+        PrunedClassifier(base, amount=0.5, steps=1, criterion="l1").fit(X, y)
+
+
+def test_pruned_classifier_is_smaller_and_predicts(toy, base, pruned):
+    X, y = toy
+    assert pruned.n_parameters_ < pruned.n_parameters_before_ == base.n_parameters_
+    assert pruned.flops_ < pruned.flops_before_
+    assert conv_widths(pruned.module_) == [2]  # 4 feature maps, half removed
+    assert [step["amount"] for step in pruned.pruning_history_] == [0.25, 0.5]
+    assert pruned.pruning_history_[-1]["n_parameters"] == pruned.n_parameters_
+    assert set(pruned.pruning_history_[0]) >= {
+        "validation_score_before_finetuning",
+        "validation_score_after_finetuning",
+        "flops",
+    }
+    assert pruned.predict_proba(X[:5]).shape == (5, 2)
+    assert set(pruned.predict(X)) <= set(pruned.classes_)
+    assert 0 <= pruned.score(X, y) <= 1
+    assert not pruned.finetuned_on_soft_labels_
+
+
+def test_frozen_base_is_neither_refitted_nor_changed(base, pruned):
+    assert conv_widths(base.module_) == [4]
+    assert pruned.estimator_ is not base
+    state = pickle.loads(pickle.dumps(pruned))
+    assert not hasattr(state.estimator, "net_")  # the frozen base pickles as an unfitted clone
+    assert state.estimator.get_params() == base.get_params()
+
+
+def test_grid_search_over_amount(toy, base):
+    X, y = toy
+    search = GridSearchCV(
+        PrunedClassifier(
+            FrozenEstimator(base), criterion="l1", steps=1, finetune_epochs=1, random_state=0
+        ),
+        {"amount": [0.25, 0.75]},
+        cv=2,
+    ).fit(X, y)
+    assert search.best_params_["amount"] in (0.25, 0.75)
+
+
+def test_pickle_is_small_and_loads_in_a_fresh_process(toy, pruned, tmp_path):
+    X, _ = toy
+    path = tmp_path / "pruned.pkl"
+    path.write_bytes(pickle.dumps(pruned))
+    expected = pruned.predict_proba(X[:4])
+    np.save(tmp_path / "X.npy", X[:4])
+    script = (
+        "import pickle, sys, numpy as np; "
+        f"m = pickle.load(open({str(path)!r}, 'rb')); "
+        f"X = np.load({str(tmp_path / 'X.npy')!r}); "
+        f"np.save({str(tmp_path / 'p.npy')!r}, m.predict_proba(X)); "
+        "print([m.out_channels for m in m.module_.modules() if hasattr(m, 'out_channels')])"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[2]"
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), expected, atol=1e-6)
+    weights = sum(p.numel() * 4 for p in pruned.module_.parameters())
+    assert path.stat().st_size < weights + 20_000  # no optimizer, no unpruned copy
+
+
+def test_pruned_unet_keeps_class_scores_and_pickles(segmentation, pruned_unet):
+    X, y = segmentation
+    assert pruned_unet.module_.head.out_channels == 2
+    assert any(isinstance(m, nn.ConvTranspose3d) for m in pruned_unet.module_.modules())
+    assert pruned_unet.n_parameters_ < pruned_unet.n_parameters_before_
+    assert pruned_unet.predict(X[:2]).shape == (2, 16, 16, 16)
+    assert 0 <= pruned_unet.score(X, y) <= 1
+    loaded = pickle.loads(pickle.dumps(pruned_unet))
+    np.testing.assert_allclose(loaded.predict_proba(X[:2]), pruned_unet.predict_proba(X[:2]))
+
+
+def test_a_segmenter_base_needs_pruned_segmenter(toy, base):
+    X, y = toy
+    with pytest.raises(TypeError, match="PrunedClassifier"):
+        PrunedSegmenter(FrozenEstimator(base)).fit(X, y)
