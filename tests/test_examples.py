@@ -1,4 +1,9 @@
-"""The examples run end to end (at a tiny size)."""
+"""The examples run end to end (at a tiny size).
+
+Each runs as a program (about 6-9 s, mostly Python and torch start-up plus a short fit), so
+the module is marked ``slow``: ``.ci/run`` runs it in its second step (``pytest -m slow``),
+which keeps the README's test command short.
+"""
 
 import re
 import subprocess
@@ -8,6 +13,8 @@ from pathlib import Path
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+pytestmark = pytest.mark.slow
 
 
 def test_quickstart_runs_and_reports():
