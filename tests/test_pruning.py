@@ -94,7 +94,18 @@ def test_a_layer_keeps_its_last_feature_map():
     assert pruner.prune(1, L1Importance()) == 0
 
 
-@pytest.mark.parametrize(("arch", "size"), [("s1", 27), ("ssn3d", 16), ("ssn3d_fcn8", 16)])
+@pytest.mark.parametrize(
+    ("arch", "size"),
+    [
+        ("s1", 27),
+        ("s2", 27),
+        ("s3", 27),
+        ("ssn3d", 16),
+        ("ssn3d_fcn8", 16),
+        ("ssn3d_fcn1", 16),
+        ("ssn3d_aspp", 16),
+    ],
+)
 def test_every_architecture_family_prunes(arch, size):
     shape = (size,) * 3
     if arch.startswith("ssn3d"):
@@ -250,3 +261,18 @@ def test_pruned_models_save_and_load_as_safe_model_files(
         assert [m.out_channels for m in loaded.module_.modules() if isinstance(m, nn.Conv3d)] == [
             m.out_channels for m in model.module_.modules() if isinstance(m, nn.Conv3d)
         ]
+
+
+def test_a_distilled_student_is_pruned_and_fine_tuned_on_soft_labels(toy, base):
+    """Distil, then prune: the frozen teacher's soft labels drive the fine-tuning."""
+    from skdistill import DistilledClassifier
+
+    X, y = toy
+    settings = {k: v for k, v in TINY.items() if k != "arch"}
+    student = DistilledClassifier(FrozenEstimator(base), student_arch="tiny", **settings)
+    student.fit(X, y)
+    pruned = PrunedClassifier(FrozenEstimator(student), **PRUNE).fit(X, y)
+    assert pruned.finetuned_on_soft_labels_ is True
+    assert pruned.n_parameters_ < pruned.n_parameters_before_
+    assert pruned.predict(X).shape == y.shape
+    assert set(pruned.classes_) == set(student.classes_)
