@@ -293,6 +293,17 @@ class BaseVolumeEstimator(BaseEstimator, metaclass=ABCMeta):
             }
         return state
 
+    def _fall_back_to_cpu(self) -> None:
+        """Move a loaded model trained on an unavailable GPU to the CPU, with a warning."""
+        if torch.device(self.device_).type == "cuda" and not torch.cuda.is_available():
+            warnings.warn(
+                f"This model was trained on {self.device_!r}, which is not available here; "
+                "it was loaded on the CPU.",
+                DeviceFallbackWarning,
+                stacklevel=3,
+            )
+            self.device_ = "cpu"
+
     def __setstate__(self, state):
         weights = state.pop("_module_weights", None)
         saved = state.pop(VERSIONS_KEY, None) or {}
@@ -311,14 +322,7 @@ class BaseVolumeEstimator(BaseEstimator, metaclass=ABCMeta):
             return
         # Fitted before models remembered their voxel size: unknown.
         self.__dict__.setdefault("voxel_size_", None)
-        if torch.device(self.device_).type == "cuda" and not torch.cuda.is_available():
-            warnings.warn(
-                f"This model was trained on {self.device_!r}, which is not available here; "
-                "it was loaded on the CPU.",
-                DeviceFallbackWarning,
-                stacklevel=2,
-            )
-            self.device_ = "cpu"
+        self._fall_back_to_cpu()
         module = self._build_module()
         try:
             module.load_state_dict(weights)

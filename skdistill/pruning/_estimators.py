@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -19,7 +18,7 @@ from ..architectures import count_parameters
 from ..estimators._base import BaseVolumeEstimator, split_train_valid
 from ..estimators._net import make_net
 from ..estimators._teacher import _fit_teacher
-from ..exceptions import DeviceFallbackWarning, IncompatibleModelError
+from ..exceptions import IncompatibleModelError
 from ..utils.device import draw_seed
 from ._criteria import CRITERIA, TaylorImportance, make_criterion
 from ._data import FinetuneData, finetune_data
@@ -212,14 +211,7 @@ def rebuild_pruned(cls: type, state: dict) -> BaseVolumeEstimator:
     weights = state.pop("_module_weights")
     estimator = cls.__new__(cls)
     estimator.__setstate__(state)  # without weights: attributes only, no network
-    if torch.device(estimator.device_).type == "cuda" and not torch.cuda.is_available():
-        warnings.warn(
-            f"This model was trained on {estimator.device_!r}, which is not available here; "
-            "it was loaded on the CPU.",
-            DeviceFallbackWarning,
-            stacklevel=3,
-        )
-        estimator.device_ = "cpu"
+    estimator._fall_back_to_cpu()
     module = resize_to_weights(estimator._build_module(), weights)
     try:
         module.load_state_dict(weights)
