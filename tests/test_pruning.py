@@ -22,6 +22,7 @@ from skdistill.pruning import (
     L1Importance,
     RandomImportance,
     TaylorImportance,
+    WeightTaylorImportance,
     removal_schedule,
 )
 from skdistill.pruning._graph import build_graph, prunable_groups
@@ -132,9 +133,57 @@ def test_taylor_scores_activations_not_weights():
     taylor = TaylorImportance().calibrate(net, [(x, y)], nn.CrossEntropyLoss())
     taylor_scores = _group_scores(net, x, taylor)
     l1_scores = _group_scores(net, x, L1Importance())
+    weight = WeightTaylorImportance().calibrate(net, [(x, y)], nn.CrossEntropyLoss())
+    weight_scores = _group_scores(net, x, weight)
     assert torch.isfinite(taylor_scores).all() and (taylor_scores >= 0).all()
     assert not torch.equal(taylor_scores.argsort(), l1_scores.argsort())
+    # s3's feature maps are batch-norm outputs: not linear in the filters' weights.
+    assert not torch.equal(taylor_scores.argsort(), weight_scores.argsort())
     assert all(m.inplace for m in net.modules() if hasattr(m, "inplace"))  # restored
+
+
+class TwoConvolutions(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv3d(1, 3, 3, padding=1)
+        self.b = nn.Conv3d(3, 2, 1)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x))).mean(dim=(2, 3, 4))
+
+
+def test_both_taylor_criteria_match_their_formulas():
+    """Activation Taylor: mean over volumes of |mean over voxels(a * dL/da)|;
+    weight Taylor: |sum(w * dL/dw)| per filter, gradients summed over the batches."""
+    torch.manual_seed(0)
+    net = TwoConvolutions()
+    batches = [(torch.randn(4, 1, 5, 5, 5), torch.randint(0, 2, (4,))) for _ in range(2)]
+    loss = nn.CrossEntropyLoss()
+    activation = TaylorImportance().calibrate(net, batches, loss).scores_[net.a]
+    weight = WeightTaylorImportance().calibrate(net, batches, loss).scores_[net.a]
+
+    products, gradient = [], torch.zeros_like(net.a.weight)
+    bias_gradient = torch.zeros_like(net.a.bias)
+    for x, y in batches:
+        a = net.a(x)
+        a.retain_grad()
+        loss(net.b(torch.relu(a)).mean(dim=(2, 3, 4)), y).backward()
+        products.append((a * a.grad).flatten(2).mean(dim=2).abs())
+        gradient += net.a.weight.grad
+        bias_gradient += net.a.bias.grad
+        net.zero_grad()
+    expected_activation = torch.cat(products).mean(dim=0)
+    expected_weight = (net.a.weight * gradient).flatten(1).sum(1) + net.a.bias * bias_gradient
+    torch.testing.assert_close(activation.float(), expected_activation.detach())
+    torch.testing.assert_close(weight.float(), expected_weight.abs().detach())
+    assert not torch.allclose(activation / activation.sum(), weight / weight.sum())
+    # On one volume without a batch-norm the feature map is linear in the filter's weights
+    # and bias, so the two agree (Euler): sum(a * dL/da) = sum(w * dL/dw) + b * dL/db.
+    one = [(batches[0][0][:1], batches[0][1][:1])]
+    activation = TaylorImportance().calibrate(net, one, loss).scores_[net.a]
+    weight = WeightTaylorImportance().calibrate(net, one, loss).scores_[net.a]
+    torch.testing.assert_close(activation * 5**3, weight)
+    assert all(p.grad is None for p in net.parameters())  # calibration leaves no gradients
 
 
 def test_random_criterion_is_seeded():
@@ -263,16 +312,37 @@ def test_pruned_models_save_and_load_as_safe_model_files(
         ]
 
 
-def test_a_distilled_student_is_pruned_and_fine_tuned_on_soft_labels(toy, base):
-    """Distil, then prune: the frozen teacher's soft labels drive the fine-tuning."""
+@pytest.fixture(scope="module")
+def student(toy, base):
     from skdistill import DistilledClassifier
 
     X, y = toy
     settings = {k: v for k, v in TINY.items() if k != "arch"}
-    student = DistilledClassifier(FrozenEstimator(base), student_arch="tiny", **settings)
-    student.fit(X, y)
+    return DistilledClassifier(FrozenEstimator(base), student_arch="tiny", **settings).fit(X, y)
+
+
+def test_a_distilled_student_is_pruned_and_fine_tuned_on_soft_labels(toy, student):
+    """Distil, then prune: the frozen teacher's soft labels drive the fine-tuning."""
+    X, y = toy
     pruned = PrunedClassifier(FrozenEstimator(student), **PRUNE).fit(X, y)
     assert pruned.finetuned_on_soft_labels_ is True
     assert pruned.n_parameters_ < pruned.n_parameters_before_
     assert pruned.predict(X).shape == y.shape
     assert set(pruned.classes_) == set(student.classes_)
+
+
+def test_a_distilled_student_can_fine_tune_on_hard_labels(toy, student):
+    X, y = toy
+    y_partly = y.copy()
+    y_partly[:8] = -1  # unlabeled rows are left out of hard-label fine-tuning
+    pruned = PrunedClassifier(
+        FrozenEstimator(student), finetune_labels="hard", criterion="taylor_weight", **PRUNE
+    ).fit(X, y_partly)
+    assert pruned.finetuned_on_soft_labels_ is False
+    assert pruned.n_parameters_ < pruned.n_parameters_before_
+    assert set(pruned.predict(X)) <= set(student.classes_)
+
+
+def test_soft_labels_need_a_distilled_base(toy, base):
+    with pytest.raises(ValueError, match=r"finetune_labels=.soft.*not distilled"):
+        PrunedClassifier(FrozenEstimator(base), finetune_labels="soft", **PRUNE).fit(*toy)

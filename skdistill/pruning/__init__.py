@@ -1,6 +1,12 @@
 """Structured pruning of trained networks with retraining (Roels et al. 2017)."""
 
-from ._criteria import CRITERIA, L1Importance, RandomImportance, TaylorImportance
+from ._criteria import (
+    CRITERIA,
+    L1Importance,
+    RandomImportance,
+    TaylorImportance,
+    WeightTaylorImportance,
+)
 from ._engine import FeatureMapPruner, removal_schedule
 from ._estimators import PrunedClassifier, PrunedSegmenter
 
@@ -12,5 +18,6 @@ __all__ = [
     "PrunedSegmenter",
     "RandomImportance",
     "TaylorImportance",
+    "WeightTaylorImportance",
     "removal_schedule",
 ]

@@ -15,10 +15,12 @@ from torch import nn
 
 __all__ = [
     "CRITERIA",
+    "CalibratedImportance",
     "FeatureMapImportance",
     "L1Importance",
     "RandomImportance",
     "TaylorImportance",
+    "WeightTaylorImportance",
 ]
 
 _OUT_CHANNELS = (tp.prune_conv_out_channels,)
@@ -29,8 +31,12 @@ class FeatureMapImportance:
     """Base class: scores of a group from per-layer channel scores.
 
     Subclasses define ``layer_scores(layer) -> Tensor`` (one score per output channel of
-    ``layer``, or None when the layer does not score the group).
+    ``layer``, or None when the layer does not score the group). Criteria of the filters
+    (``scores_filters = True``) score the group's convolutions; the others its feature
+    maps (the batch-norms' outputs when the group has batch-norms).
     """
+
+    scores_filters = False
 
     def layer_scores(self, layer: nn.Module) -> torch.Tensor | None:
         raise NotImplementedError
@@ -39,7 +45,7 @@ class FeatureMapImportance:
         """One score per channel of the group's root layer."""
         n_channels = len(group[0].idxs)
         scores = torch.zeros(n_channels, dtype=torch.float64)
-        items = _feature_map_items(group)
+        items = _filter_items(group) if self.scores_filters else _feature_map_items(group)
         for item in items:
             layer_scores = self.layer_scores(item.dep.target.module)
             if layer_scores is None:
@@ -57,7 +63,12 @@ def _feature_map_items(group: tp.Group) -> list:
     otherwise the convolutions whose output channels the group removes.
     """
     batch_norms = [item for item in group if item.dep.handler in _BATCH_NORM]
-    return batch_norms or [item for item in group if item.dep.handler in _OUT_CHANNELS]
+    return batch_norms or _filter_items(group)
+
+
+def _filter_items(group: tp.Group) -> list:
+    """The items of ``group`` that remove output channels (filters) of convolutions."""
+    return [item for item in group if item.dep.handler in _OUT_CHANNELS]
 
 
 def _normalised(scores: torch.Tensor) -> torch.Tensor:
@@ -68,24 +79,17 @@ def _normalised(scores: torch.Tensor) -> torch.Tensor:
 class L1Importance(FeatureMapImportance):
     """Filter weight magnitude: the L1 norm of each output channel's weights (Li et al. 2017)."""
 
-    def layer_scores(self, layer: nn.Module) -> torch.Tensor | None:
-        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
-            return None
-        weight = layer.weight.detach()
-        if getattr(layer, "transposed", False):
-            weight = weight.transpose(0, 1)
-        return weight.abs().flatten(1).sum(dim=1)
+    scores_filters = True
 
-    def __call__(self, group: tp.Group) -> torch.Tensor:
-        convolutions = [item for item in group if item.dep.handler in _OUT_CHANNELS]
-        n_channels = len(group[0].idxs)
-        scores = torch.zeros(n_channels, dtype=torch.float64)
-        for item in convolutions:
-            idxs = [int(i) for i in item.idxs]
-            root = torch.as_tensor([int(i) for i in item.root_idxs])
-            layer_scores = _normalised(self.layer_scores(item.dep.target.module).double())
-            scores.index_add_(0, root, layer_scores[idxs])
-        return scores
+    def layer_scores(self, layer: nn.Module) -> torch.Tensor:
+        return _per_filter(layer.weight.detach(), layer).abs().sum(dim=1)
+
+
+def _per_filter(weight: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+    """``weight`` of a convolution as one row per output channel (filter)."""
+    if getattr(layer, "transposed", False):
+        weight = weight.transpose(0, 1)
+    return weight.flatten(1)
 
 
 class RandomImportance(FeatureMapImportance):
@@ -105,17 +109,11 @@ class RandomImportance(FeatureMapImportance):
         return torch.rand(n_channels, generator=self.generator, dtype=torch.float64)
 
 
-class TaylorImportance(FeatureMapImportance):
-    """First-order Taylor estimate of the loss increase when a feature map is removed.
+class CalibratedImportance(FeatureMapImportance):
+    """Base class of the criteria that need gradients of the training loss.
 
-    ``|mean over the calibration volumes and voxels of a · ∂L/∂a|`` per channel, where
-    ``a`` is the feature map (a batch-norm's output when the convolution has one, else the
-    convolution's output) and ``L`` the training loss (Molchanov et al. 2017), normalised
-    per layer. This is the activation criterion, which estimates the change of the loss
-    when the feature map is set to zero; not the weight-times-weight-gradient product that some
-    libraries call "Taylor".
-
-    Call :meth:`calibrate` before scoring groups.
+    :meth:`calibrate` runs the network over calibration batches (in evaluation mode, weights
+    unchanged) and stores one score tensor per layer in ``scores_``.
     """
 
     def __init__(self) -> None:
@@ -124,8 +122,8 @@ class TaylorImportance(FeatureMapImportance):
     def layer_scores(self, layer: nn.Module) -> torch.Tensor | None:
         return self.scores_.get(layer)
 
-    def calibrate(self, module: nn.Module, batches, loss) -> TaylorImportance:
-        """Accumulate ``a · ∂L/∂a`` over ``batches`` of ``(volumes, targets)``.
+    def calibrate(self, module: nn.Module, batches, loss) -> CalibratedImportance:
+        """Score the layers of ``module`` from the gradients of ``loss`` over ``batches``.
 
         Parameters
         ----------
@@ -137,6 +135,39 @@ class TaylorImportance(FeatureMapImportance):
         loss : callable
             ``loss(logits, targets) -> scalar``, the training loss.
         """
+        was_training = module.training
+        try:
+            module.eval()
+            module.zero_grad(set_to_none=True)
+            self.scores_ = self._scores(module, batches, loss)
+        finally:
+            module.zero_grad(set_to_none=True)
+            module.train(was_training)
+        return self
+
+    def _scores(self, module: nn.Module, batches, loss) -> dict[nn.Module, torch.Tensor]:
+        raise NotImplementedError
+
+
+class TaylorImportance(CalibratedImportance):
+    """First-order Taylor estimate of the loss increase when a feature map is removed.
+
+    ``|mean over the voxels of a · ∂L/∂a|`` per channel, averaged over the calibration
+    volumes (Molchanov et al. 2017, eq. 8: the absolute value per volume, then the mean),
+    where ``a`` is the feature map (a batch-norm's output when the convolution has one,
+    else the convolution's output; the product is the same before and after a ReLU) and
+    ``L`` the training loss; normalised per layer. This is the activation criterion, which
+    estimates the change of the loss when the feature map is set to zero; not the
+    weight-times-weight-gradient product that some libraries call "Taylor"
+    (:class:`WeightTaylorImportance`). On one volume and without a batch-norm the two rank
+    a layer's channels alike (the feature map is linear in the filter: Euler's identity);
+    the per-volume absolute value and the batch-norm make them differ.
+
+    Call :meth:`calibrate` before scoring groups.
+    """
+
+    def _scores(self, module: nn.Module, batches, loss) -> dict[nn.Module, torch.Tensor]:
+        """Mean over volumes of ``|mean over voxels(a · ∂L/∂a)|`` per channel of every layer."""
         layers = [
             m
             for m in module.modules()
@@ -151,20 +182,19 @@ class TaylorImportance(FeatureMapImportance):
                     return
 
                 def gradient_hook(gradient):
-                    product = (output.detach() * gradient).transpose(0, 1).flatten(1)
-                    total = product.sum(dim=1).double()
+                    # Per volume: |mean over voxels|, then summed over the volumes.
+                    product = (output.detach() * gradient).flatten(2).mean(dim=2)
+                    total = product.abs().sum(dim=0).double()
                     sums[layer] = total if sums[layer] is None else sums[layer] + total
-                    counts[layer] += product.shape[1]
+                    counts[layer] += product.shape[0]
 
                 output.register_hook(gradient_hook)
 
             return forward_hook
 
-        was_training = module.training
         inplace = _disable_inplace(module)
         hooks = [m.register_forward_hook(record(m)) for m in layers]
         try:
-            module.eval()
             for volumes, targets in batches:
                 module.zero_grad(set_to_none=True)
                 loss(module(volumes), targets).backward()
@@ -173,12 +203,34 @@ class TaylorImportance(FeatureMapImportance):
                 hook.remove()
             for m in inplace:
                 m.inplace = True
-            module.zero_grad(set_to_none=True)
-            module.train(was_training)
-        self.scores_ = {
-            m: (sums[m] / counts[m]).abs() for m in layers if sums[m] is not None and counts[m]
-        }
-        return self
+        return {m: (sums[m] / counts[m]).abs() for m in layers if sums[m] is not None and counts[m]}
+
+
+class WeightTaylorImportance(CalibratedImportance):
+    """Weight-space Taylor estimate: ``|sum over a filter's weights of w · ∂L/∂w|``.
+
+    The first-order change of the loss when the filter's weights (and bias) are set to
+    zero, with the gradient summed over the calibration volumes (Molchanov et al. 2019).
+    Torch-Pruning's ``TaylorImportance`` is of this weight kind; skdistill's
+    ``"taylor"`` is the activation criterion of Molchanov et al. (2017). Call
+    :meth:`calibrate` before scoring groups.
+    """
+
+    scores_filters = True
+
+    def _scores(self, module: nn.Module, batches, loss) -> dict[nn.Module, torch.Tensor]:
+        """Gradients summed over all batches, then ``|Σ w · g|`` per filter."""
+        for volumes, targets in batches:
+            loss(module(volumes), targets).backward()  # gradients add up over batches
+        scores = {}
+        for layer in module.modules():
+            if not isinstance(layer, nn.modules.conv._ConvNd) or layer.weight.grad is None:
+                continue
+            product = _per_filter(layer.weight.detach() * layer.weight.grad, layer).sum(dim=1)
+            if layer.bias is not None and layer.bias.grad is not None:
+                product = product + layer.bias.detach() * layer.bias.grad
+            scores[layer] = product.double().abs()
+        return scores
 
 
 def _disable_inplace(module: nn.Module) -> list[nn.Module]:
@@ -190,13 +242,15 @@ def _disable_inplace(module: nn.Module) -> list[nn.Module]:
 
 
 #: Criterion names accepted by the pruned estimators.
-CRITERIA = ("taylor", "l1", "random")
+CRITERIA = ("taylor", "taylor_weight", "l1", "random")
 
 
 def make_criterion(name: str, seed: int) -> FeatureMapImportance:
     """The criterion called ``name`` (one of :data:`CRITERIA`)."""
     if name == "taylor":
         return TaylorImportance()
+    if name == "taylor_weight":
+        return WeightTaylorImportance()
     if name == "l1":
         return L1Importance()
     return RandomImportance(seed)

@@ -32,14 +32,25 @@ class FinetuneData:
     soft_labels: bool
 
 
-def finetune_data(estimator, X, y) -> FinetuneData:
+def finetune_data(estimator, X, y, labels: str = "auto") -> FinetuneData:
     """The fine-tuning data of the fitted base ``estimator`` on ``(X, y)``.
 
-    A distilled base (one with a ``teacher``) fine-tunes on its teacher's soft labels, as it
-    was trained: the teacher is used as is when frozen, read from the base's ``memory``
-    cache when it has one, and refitted otherwise.
+    With ``labels="auto"`` a distilled base (one with a ``teacher``) fine-tunes on its
+    teacher's soft labels, as it was trained: the teacher is used as is when frozen, read
+    from the base's ``memory`` cache when it has one, and refitted otherwise. ``"hard"``
+    fine-tunes any base on the hard labels only (a distilled base's unlabeled rows are then
+    left out); ``"soft"`` requires a distilled base.
     """
+    distilled = hasattr(estimator, "teacher")
+    if labels == "soft" and not distilled:
+        raise ValueError(
+            f"finetune_labels='soft' needs a teacher's soft labels, but the base "
+            f"{type(estimator).__name__} was not distilled. Use finetune_labels='auto' or "
+            "'hard', or prune a DistilledClassifier."
+        )
     volumes = validate_volumes(estimator, X, reset=False)
+    if labels == "hard" and distilled and not getattr(estimator, "_segments_volumes", False):
+        volumes, y = _labeled_rows(volumes, y)
     scaled = estimator._scaled(volumes)
     segments = getattr(estimator, "_segments_volumes", False)
     if segments:
@@ -55,13 +66,25 @@ def finetune_data(estimator, X, y) -> FinetuneData:
         stratify = hard
         labeled = np.flatnonzero(~unlabeled)
     class_weight = getattr(estimator, "class_weight_", None)
-    if not hasattr(estimator, "teacher"):
+    if not distilled or labels == "hard":
         return FinetuneData(scaled, hard, hard, stratify, y, None, class_weight, False)
     teacher = estimator._fitted_teacher(scaled, y, labeled)
     targets = distillation_targets(teacher_log_proba(teacher, scaled), hard, estimator.temperature)
     distillation = (float(estimator.temperature), float(estimator.alpha))
     del teacher
     return FinetuneData(scaled, targets, hard, stratify, y, distillation, class_weight, True)
+
+
+def _labeled_rows(volumes: np.ndarray, y) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of ``volumes`` and ``y`` that have a label (a distilled base's may not)."""
+    y = check_labels(y, len(volumes), allow_unlabeled=True)
+    labeled = ~unlabeled_mask(y)
+    if not labeled.any():
+        raise ValueError(
+            "finetune_labels='hard' fine-tunes on labeled volumes, but every label in y is "
+            "missing. Use finetune_labels='soft' to fine-tune on the teacher's soft labels."
+        )
+    return volumes[labeled], y[labeled]
 
 
 def _encode(classes: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ from ..estimators._net import make_net
 from ..estimators._teacher import _fit_teacher
 from ..exceptions import IncompatibleModelError
 from ..utils.device import draw_seed
-from ._criteria import CRITERIA, TaylorImportance, make_criterion
+from ._criteria import CRITERIA, CalibratedImportance, make_criterion
 from ._data import FinetuneData, finetune_data
 from ._engine import FeatureMapPruner, removal_schedule
 from ._flops import count_flops
@@ -38,6 +38,7 @@ class _BasePruned(MetaEstimatorMixin, BaseEstimator):
         "criterion": [StrOptions(set(CRITERIA))],
         "steps": [Interval(Integral, 1, None, closed="left")],
         "finetune_epochs": [Interval(Integral, 0, None, closed="left")],
+        "finetune_labels": [StrOptions({"auto", "soft", "hard"})],
         "calibration_size": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
         "memory": [None, str, HasMethods(["cache"])],
@@ -51,6 +52,7 @@ class _BasePruned(MetaEstimatorMixin, BaseEstimator):
         criterion="taylor",
         steps=5,
         finetune_epochs=2,
+        finetune_labels="auto",
         calibration_size=256,
         random_state=None,
         memory=None,
@@ -60,6 +62,7 @@ class _BasePruned(MetaEstimatorMixin, BaseEstimator):
         self.criterion = criterion
         self.steps = steps
         self.finetune_epochs = finetune_epochs
+        self.finetune_labels = finetune_labels
         self.calibration_size = calibration_size
         self.random_state = random_state
         self.memory = memory
@@ -83,7 +86,7 @@ class _BasePruned(MetaEstimatorMixin, BaseEstimator):
         module = base.module_
         self.n_parameters_before_ = count_parameters(module)
         self.flops_before_ = count_flops(module, base.input_shape_, base.n_channels_)
-        data = finetune_data(base, X, y)
+        data = finetune_data(base, X, y, self.finetune_labels)
         seed = draw_seed(self.random_state)
         train, valid = split_train_valid(
             len(data.volumes), data.stratify, base.validation_fraction, seed
@@ -95,7 +98,7 @@ class _BasePruned(MetaEstimatorMixin, BaseEstimator):
         calibration = _calibration_rows(train, data.hard, self.calibration_size, seed)
         history, removed = [], 0
         for n_remove in removal_schedule(pruner.n_feature_maps, self.amount, self.steps):
-            if isinstance(criterion, TaylorImportance):
+            if isinstance(criterion, CalibratedImportance):
                 criterion.calibrate(
                     module, _batches(data, calibration, base.batch_size, device), _taylor_loss
                 )
@@ -262,13 +265,15 @@ _PARAMETERS_DOC = """
     amount : float in [0, 1), default=0.5
         Fraction of the prunable feature maps (output channels of the convolutions, except
         the class-score layers) removed at the end.
-    criterion : {{"taylor", "l1", "random"}}, default="taylor"
+    criterion : {{"taylor", "taylor_weight", "l1", "random"}}, default="taylor"
         Order of removal. ``"taylor"``: first-order Taylor estimate of the training-loss
         increase, ``|mean(a * dL/da)|`` per feature map over the calibration volumes
         (Molchanov et al. 2017), the realisation of Roels et al.'s "remove what increases
-        the loss least"; ``"l1"``: the L1 norm of the filter weights; ``"random"``: seeded
-        random order. Scores are normalised per layer and ranked across all layers; every
-        layer keeps at least one feature map.
+        the loss least"; ``"taylor_weight"``: ``|sum(w * dL/dw)|`` over each filter's
+        weights (Molchanov et al. 2019; the kind of "Taylor" some libraries, Torch-Pruning
+        among them, compute), a different quantity, for comparison; ``"l1"``: the L1 norm
+        of the filter weights; ``"random"``: seeded random order. Scores are normalised per
+        layer and ranked across all layers; every layer keeps at least one feature map.
     steps : int, default=5
         Rounds of pruning: round ``k`` brings the removed fraction to ``amount * k / steps``
         (of the original feature maps, not compounded).
@@ -276,8 +281,14 @@ _PARAMETERS_DOC = """
         Epochs of fine-tuning after each round (so the last round's are the final
         fine-tuning), with the base estimator's own training set-up (optimizer, learning
         rate, batch size, precision, validation split and early stopping). 0: none.
+    finetune_labels : {{"auto", "soft", "hard"}}, default="auto"
+        Targets of fine-tuning. ``"auto"``: a distilled base (``DistilledClassifier``,
+        ``DistilledSegmenter``) on its teacher's soft labels, as it was trained, any other
+        base on the hard labels; ``"hard"``: the hard labels only (a distilled base's
+        unlabeled volumes are left out); ``"soft"``: the teacher's soft labels (a distilled
+        base only).
     calibration_size : int, default=256
-        Labeled training volumes the Taylor criterion averages over.
+        Labeled training volumes the Taylor criteria average over.
     random_state : int, RandomState instance or None, default=None
         Seeds the validation split of fine-tuning, the calibration volumes, the random
         criterion and the fine-tuning's shuffling.
