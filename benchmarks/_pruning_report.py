@@ -13,7 +13,7 @@ from _machine import markdown_machine
 TARGETS = {
     "classification": (0.5, 2.0, 0.01),
     "segmentation": (None, 2.0, 0.01),
-    "teacher": (0.5, 3.0, 0.02),
+    "teacher": (None, 3.0, 0.02),
 }
 SCORES = ("score_before", "score_pruned", "score_finetuned")
 
@@ -34,8 +34,14 @@ def summarize(records: list[dict]) -> list[dict]:
         for key in ("n_parameters", "flops", "speedup", *SCORES):
             row[key] = mean_std([run[key] for run in runs])
         row["loss"] = mean_std([run["score_before"] - run["score_finetuned"] for run in runs])
+        # Against the better of the base and the base fine-tuned as long: the stricter loss.
+        row["strict_loss"] = mean_std([_reference(run) - run["score_finetuned"] for run in runs])
         rows.append(row)
     return rows
+
+
+def _reference(run: dict) -> float:
+    return max(run["score_before"], run.get("score_unpruned_finetuned", -np.inf))
 
 
 def base_row(records: list[dict]) -> dict:
@@ -45,6 +51,9 @@ def base_row(records: list[dict]) -> dict:
         "n_parameters": records[0]["n_parameters_before"],
         "flops": records[0]["flops_before"],
         "score": mean_std([record["score_before"] for record in seeds]),
+        "score_finetuned": mean_std(
+            [record.get("score_unpruned_finetuned", np.nan) for record in seeds]
+        ),
         "volumes_per_second": mean_std([r["volumes_per_second_base"] for r in records]),
     }
 
@@ -63,7 +72,7 @@ def criterion_order(rows: list[dict]) -> list[dict]:
             abs(scores[a][0] - scores[b][0]) > max(scores[a][1], scores[b][1])
             for a, b in pairwise(present)
         )
-        ranking = sorted(present, key=lambda c: -scores[c][0])
+        ranking = sorted(scores, key=lambda c: -scores[c][0])
         checks.append({"amount": amount, "order": " >= ".join(present), "holds": holds,
                        "beyond_seed_spread": clear, "ranking": ranking})  # fmt: skip
     return checks
@@ -78,13 +87,14 @@ def target_rows(name: str, rows: list[dict]) -> list[dict]:
                       and (amount is None or r["amount"] == amount)]  # fmt: skip
         if not candidates:
             continue
-        meeting = [r for r in candidates if r["speedup"][0] >= speedup and r["loss"][0] <= loss]
+        meeting = [r for r in candidates
+                   if r["speedup"][0] >= speedup and r["strict_loss"][0] <= loss]  # fmt: skip
         # Any amount may meet an amount-free target: show the fastest that does, else the
         # one with the smallest loss.
         row = max(meeting, key=lambda r: r["speedup"][0]) if meeting else min(
-            candidates, key=lambda r: r["loss"][0])  # fmt: skip
+            candidates, key=lambda r: r["strict_loss"][0])  # fmt: skip
         judged.append({"target": name, "criterion": criterion, "amount": row["amount"],
-                       "speedup": row["speedup"], "loss": row["loss"],
+                       "speedup": row["speedup"], "loss": row["strict_loss"],
                        "required": {"speedup": speedup, "loss": loss},
                        "met": bool(meeting)})  # fmt: skip
     return judged
@@ -116,11 +126,30 @@ def teacher_target(rows: list[dict]) -> list[dict]:
     _, speedup, loss = TARGETS["teacher"]
     return [
         {"target": "teacher", "criterion": row["model"].split("(")[-1].rstrip(")"),
-         "amount": TARGETS["teacher"][0], "speedup": row["speedup"], "loss": row["loss"],
+         "amount": float(row["model"].split("pruned ")[1].split("%")[0]) / 100,
+         "speedup": row["speedup"], "loss": row["loss"],
          "required": {"speedup": speedup, "loss": loss},
          "met": row["speedup"][0] >= speedup and row["loss"][0] <= loss}
         for row in rows if row["model"].startswith("teacher pruned")
     ]  # fmt: skip
+
+
+def soft_hard_lines(extras: list[dict]) -> list[str]:
+    """Whether soft-label fine-tuning of the pruned distilled student beats hard labels."""
+    soft = {r["seed"]: r["accuracy"] for r in extras if r["model"].endswith("soft labels")}
+    hard = {r["seed"]: r["accuracy"] for r in extras if r["model"].endswith("hard labels")
+            and "distilled" in r["model"]}  # fmt: skip
+    seeds = sorted(set(soft) & set(hard))
+    if not seeds:
+        return []
+    gains = [soft[seed] - hard[seed] for seed in seeds]
+    mean, std = mean_std(gains)
+    verdict = ("soft labels beat hard labels beyond the seeds' spread" if mean > std
+               else "hard labels beat soft labels beyond the seeds' spread" if -mean > std
+               else "no difference beyond the seeds' spread")  # fmt: skip
+    return [f"Pruned distilled s1, soft - hard fine-tuning: accuracy {mean:+.3f} ± {std:.3f} "
+            f"over {len(seeds)} seeds (per seed {', '.join(f'{g:+.3f}' for g in gains)}): "
+            f"{verdict}."]  # fmt: skip
 
 
 def _pm(value: tuple[float, float], digits: int = 3) -> str:
@@ -132,15 +161,16 @@ def task_table(task: dict, rows: list[dict]) -> list[str]:
     metric = task["metric"]
     lines = [
         f"| amount | criterion | parameters | MFLOPs/volume | speed-up (x) | {metric} before "
-        f"| right after pruning | after fine-tuning | loss |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| right after pruning | after fine-tuning | loss | strict loss |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| 0 | unpruned | {base['n_parameters']:,} | {base['flops'] / 1e6:,.1f} | 1 "
-        f"| {_pm(base['score'])} | - | - | - |",
+        f"| {_pm(base['score'])} | - | {_pm(base['score_finetuned'])} | - | - |",
     ]
     lines += [
         f"| {r['amount']:g} | {r['criterion']} | {r['n_parameters'][0]:,.0f} "
         f"| {r['flops'][0] / 1e6:,.1f} | {_pm(r['speedup'], 2)} | {_pm(r['score_before'])} "
-        f"| {_pm(r['score_pruned'])} | {_pm(r['score_finetuned'])} | {_pm(r['loss'])} |"
+        f"| {_pm(r['score_pruned'])} | {_pm(r['score_finetuned'])} | {_pm(r['loss'])} "
+        f"| {_pm(r['strict_loss'])} |"
         for r in rows
     ]
     return lines
@@ -213,7 +243,10 @@ def markdown(record: dict, analysis: dict) -> str:
         f"{run['inference_precision_resolved']}), {record['torch_threads']} torch threads. "
         "Read the ratios, not the absolute times. Scores are on the held-out test set; "
         "'right after pruning' is the same pruning with `finetune_epochs=0`; loss is before - "
-        "after fine-tuning. Mean ± std over seeds.",
+        "after fine-tuning; the unpruned row's 'after fine-tuning' is the base fine-tuned for "
+        "as many epochs as the pruned nets (`amount=0`), and 'strict loss' is measured against "
+        "the better of the two unpruned scores (the targets are judged on it). Mean ± std "
+        "over seeds.",
         "",
     ]
     for name, task in record["tasks"].items():
@@ -227,12 +260,11 @@ def markdown(record: dict, analysis: dict) -> str:
         lines += ["## Teacher and distilled student pruned (Table 2 of Guo et al. extended)", "",
                   "Ratios against the teacher dsrf3d_v2 of the same seed: compression rate = "
                   "teacher parameters / parameters, accuracy ratio = accuracy / teacher "
-                  "accuracy, speed-up = volumes/s / teacher volumes/s. The pruned distilled "
-                  "student is fine-tuned on the teacher's soft labels and the pruned "
-                  "hard-label s1 on hard labels (PrunedClassifier fine-tunes a base as it was "
-                  "trained; it has no option to fine-tune a distilled student on hard labels, "
-                  "so that comparison is not made here).", "",
-                  *extras_table(analysis["extras"]), ""]  # fmt: skip
+                  "accuracy, speed-up = volumes/s / teacher volumes/s. The distilled s1 is "
+                  "pruned twice from the same student: fine-tuned on the teacher's soft labels "
+                  "(`finetune_labels='soft'`) and on the hard labels (`'hard'`).", "",
+                  *extras_table(analysis["extras"]), "", *soft_hard_lines(record["extras"]),
+                  ""]  # fmt: skip
     lines += ["## Targets", "", *target_table(analysis["targets"]), "",
               "Loss is in accuracy (1 point = 0.01) or mean IoU; judged on the means.", "",
               "## Machine", "", markdown_machine(record["machine"]), ""]  # fmt: skip
@@ -249,7 +281,8 @@ def plot(record: dict, analysis: dict, path: Path) -> None:
     names = list(record["tasks"])
     panels = len(names) + bool(analysis["extras"])
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.2), squeeze=False)
-    colors = {"taylor": "tab:red", "l1": "tab:blue", "random": "tab:gray"}
+    colors = {"taylor": "tab:red", "taylor_weight": "tab:orange", "l1": "tab:blue",
+              "random": "tab:gray"}  # fmt: skip
     markers = dict(zip((0.25, 0.5, 0.75), "os^", strict=False))
     for ax, name in zip(axes[0], names, strict=False):
         task, rows = record["tasks"][name], analysis["tasks"][name]["rows"]
@@ -294,6 +327,26 @@ def _target_lines(ax, speedup: float, score: float) -> None:
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.xaxis.set_minor_formatter(ScalarFormatter())
+
+
+def merge_records(records: list[dict]) -> dict:
+    """One record of several partial runs (e.g. one task or seed per process)."""
+    merged = {**records[0], "tasks": {}, "extras": None}
+    merged["wall_minutes"] = sum(record["wall_minutes"] for record in records)
+    merged["run"] = {**records[0]["run"],
+                     "argv": " ; ".join(record["run"]["argv"] for record in records)}  # fmt: skip
+    for key in ("seeds", "amounts", "criteria"):
+        merged["run"][key] = sorted({v for record in records for v in record["run"][key]},
+                                    key=str)  # fmt: skip
+    for record in records:
+        for name, task in record["tasks"].items():
+            if name in merged["tasks"]:
+                merged["tasks"][name]["records"] += task["records"]
+            else:
+                merged["tasks"][name] = {**task, "records": list(task["records"])}
+        if record["extras"]:
+            merged["extras"] = (merged["extras"] or []) + record["extras"]
+    return merged
 
 
 def write_outputs(record: dict, out: Path) -> str:

@@ -30,6 +30,7 @@ Writes ``pruning.md``, ``pruning.json`` and ``pruning.png`` to ``docs/benchmarks
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import tempfile
@@ -42,7 +43,7 @@ import numpy as np
 import torch
 from _machine import RESULTS_DIR, machine_description
 from _pruning_estimate import Plan, estimate_full_run, measure_unit_costs
-from _pruning_report import write_outputs
+from _pruning_report import merge_records, write_outputs
 from sklearn.frozen import FrozenEstimator
 
 from skdistill import (
@@ -60,10 +61,12 @@ from skdistill.utils.precision import resolve_precision
 #: docs/benchmarks/segmentation_size_search.md).
 UNET = {"base_filters": 8, "filter_multiplier": 1.5, "levels": 3, "last_filters": 2}
 AMOUNTS = (0.25, 0.5, 0.75)
-CRITERIA = ("taylor", "l1", "random")
+CRITERIA = ("taylor", "taylor_weight", "l1", "random")
 SEEDS = (0, 1, 2)
-#: Amount at which the teacher and the distilled student are pruned (the teacher's target).
+#: Amount at which the hard-label and the distilled s1 are pruned against the teacher.
 EXTRA_AMOUNT = 0.5
+#: Amounts at which the teacher is pruned (its target: >= 3x faster at <= 2 points).
+TEACHER_AMOUNTS = (0.5, 0.75)
 QUICK_OUT = Path(tempfile.gettempdir()) / "skdistill-pruning-quick"
 
 
@@ -215,6 +218,15 @@ def run_task(task: Task, args, log) -> list[dict]:
             f"test {task.metric} {base_score:.3f}")  # fmt: skip
         frozen = FrozenEstimator(base)
         kept = {"base": base}
+        # The fair baseline: the unpruned base fine-tuned for as many epochs as the pruned.
+        parameters = pruning_parameters(args, 0.0, "taylor", seed)
+        unpruned, seconds = timed_fit(
+            task.pruner(frozen, finetune_epochs=args.finetune_epochs, **parameters),
+            task.X_fit, task.y_fit,
+        )  # fmt: skip
+        finetuned_score = float(unpruned.score(task.X_test, task.y_test))
+        log(f"  unpruned, fine-tuned as long: {task.metric} {finetuned_score:.3f} "
+            f"({seconds:.0f} s)")  # fmt: skip
         for amount in args.amounts:
             for criterion in args.criteria:
                 parameters = pruning_parameters(args, amount, criterion, seed)
@@ -232,6 +244,7 @@ def run_task(task: Task, args, log) -> list[dict]:
                     "flops_before": pruned.flops_before_,
                     "n_parameters": pruned.n_parameters_, "flops": pruned.flops_,
                     "score_before": base_score,
+                    "score_unpruned_finetuned": finetuned_score,
                     "score_pruned": float(removed.score(task.X_test, task.y_test)),
                     "score_finetuned": float(pruned.score(task.X_test, task.y_test)),
                     "volumes_per_second_base": speed["base"],
@@ -252,10 +265,12 @@ def run_task(task: Task, args, log) -> list[dict]:
 
 
 def run_teacher_extras(task: Task, args, log) -> list[dict]:
-    """Teacher and distilled s1 pruned at :data:`EXTRA_AMOUNT`, against the teacher (Table 2).
+    """Teacher and distilled s1 pruned, against the teacher (Table 2 extended).
 
-    The hard-label s1 of each seed is the classification task's base (and its pruned
-    version, when the grid had that amount and criterion).
+    The teacher is pruned at each of :data:`TEACHER_AMOUNTS`, the students at
+    :data:`EXTRA_AMOUNT`, with the first criterion; the distilled student twice, fine-tuned
+    on the teacher's soft labels and on the hard labels. The hard-label s1 of each seed is
+    the classification task's base when that task ran in this process, else fitted here.
     """
     setting = classification_setting(args)
     criterion = args.criteria[0]
@@ -268,28 +283,30 @@ def run_teacher_extras(task: Task, args, log) -> list[dict]:
         teacher, seconds = timed_fit(Cnn3DClassifier(arch="dsrf3d_v2", **teacher_parameters),
                                      task.X_fit, task.y_fit)  # fmt: skip
         log(f"teacher seed {seed}: fitted in {seconds:.0f} s")
-        parameters = pruning_parameters(args, EXTRA_AMOUNT, criterion, seed)
-        finetune = {"finetune_epochs": args.finetune_epochs, **parameters}
+        kept = task.kept.get(seed) or {"base": task.make_base(seed).fit(task.X_fit, task.y_fit)}
         student, _ = timed_fit(
             DistilledClassifier(FrozenEstimator(teacher), student_arch="s1",
                                 temperature=setting.temperature, **common),
             task.X_fit, task.y_fit,
         )  # fmt: skip
-        models = {
-            "teacher dsrf3d_v2": teacher,
-            f"teacher pruned {EXTRA_AMOUNT:.0%} ({criterion})": timed_fit(
-                PrunedClassifier(FrozenEstimator(teacher), **finetune), task.X_fit, task.y_fit
-            )[0],
-            "s1 hard labels": task.kept[seed]["base"],
-            "s1 distilled": student,
-            f"s1 distilled, pruned {EXTRA_AMOUNT:.0%} ({criterion})": timed_fit(
-                PrunedClassifier(FrozenEstimator(student), **finetune), task.X_fit, task.y_fit
-            )[0],
-        }
-        if "pruned" in task.kept[seed]:
-            models[f"s1 hard labels, pruned {EXTRA_AMOUNT:.0%} ({criterion})"] = task.kept[seed][
-                "pruned"
-            ]
+
+        def pruned(base, amount=EXTRA_AMOUNT, seed=seed, **extra):
+            parameters = pruning_parameters(args, amount, criterion, seed)
+            estimator = PrunedClassifier(FrozenEstimator(base), **parameters, **extra,
+                                         finetune_epochs=args.finetune_epochs)  # fmt: skip
+            return estimator.fit(task.X_fit, task.y_fit)
+
+        label = f"pruned {EXTRA_AMOUNT:.0%} ({criterion})"
+        models = {"teacher dsrf3d_v2": teacher}
+        for amount in TEACHER_AMOUNTS:
+            models[f"teacher pruned {amount:.0%} ({criterion})"] = pruned(teacher, amount)
+        models["s1 hard labels"] = kept["base"]
+        models[f"s1 hard labels, {label}"] = kept.get("pruned") or pruned(kept["base"])
+        models["s1 distilled"] = student
+        for labels in ("soft", "hard"):
+            models[f"s1 distilled, {label}, fine-tuned on {labels} labels"] = pruned(
+                student, finetune_labels=labels
+            )
         speed = volumes_per_second(models, task.X_test[: args.timing_volumes], args.repeats)
         for name, model in models.items():
             rows.append({
@@ -306,8 +323,12 @@ def run_teacher_extras(task: Task, args, log) -> list[dict]:
 
 def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", choices=("classification", "segmentation", "all"),
-                        default="all")  # fmt: skip
+    parser.add_argument("--task", choices=("classification", "segmentation", "teacher", "all"),
+                        default="all", help="teacher: only the teacher and distilled-student "
+                        "comparison (Table 2 extended)")  # fmt: skip
+    parser.add_argument("--merge", type=Path, nargs="+", default=None, metavar="FOLDER",
+                        help="merge the pruning.json of earlier partial runs (e.g. one task "
+                        "per process) into one report in --out, running nothing")  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--amounts", type=float, nargs="+", default=list(AMOUNTS))
     parser.add_argument(
@@ -359,6 +380,10 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> None:
     args = arguments()
+    if args.merge:
+        records = [json.loads((folder / "pruning.json").read_text()) for folder in args.merge]
+        print(write_outputs(merge_records(records), args.out))
+        return
     start = time.perf_counter()
 
     def log(line: str) -> None:
@@ -367,18 +392,18 @@ def main() -> None:
     log(f"torch threads: {torch.get_num_threads()}")
     results = {"tasks": {}, "extras": None}
     tasks = []
-    if args.task in ("classification", "all"):
+    if args.task in ("classification", "teacher", "all"):
         tasks.append(classification_task(args))
     if args.task in ("segmentation", "all"):
         tasks.append(segmentation_task(args))
-    for task in tasks:
+    for task in tasks if args.task != "teacher" else []:
         log(f"{task.name}: {len(task.X_fit)} fit / {len(task.X_test)} test volumes of "
             f"{task.X_fit.shape[1:]} simulated in {task.simulate_seconds:.0f} s")  # fmt: skip
         results["tasks"][task.name] = {
             "model": task.model, "metric": task.metric, "setting": json_ready(task.setting),
             "simulate_seconds": task.simulate_seconds, "records": run_task(task, args, log),
         }  # fmt: skip
-    if args.teacher and tasks and tasks[0].name == "classification":
+    if args.task == "teacher" or (args.teacher and args.task == "all"):
         results["extras"] = run_teacher_extras(tasks[0], args, log)
     minutes = (time.perf_counter() - start) / 60
     run = {key: (str(value) if isinstance(value, Path) else value)
