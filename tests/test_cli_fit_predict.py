@@ -93,22 +93,21 @@ def test_predict_writes_classes_back_as_the_model_predicts(project, fitted, tmp_
     assert format_histogram(expected, model.classes_) in stdout
 
 
-def test_fit_distils_from_a_teacher_file(project, fitted, tmp_path, capsys):
-    model = tmp_path / "student.safetensors"
-    code, stdout, err = _main(
-        capsys,
-        "fit",
-        "--star",
-        project / "particles.star",
-        *TINY,
-        "--teacher",
-        fitted,
-        "--temperature",
-        "3",
-        "--model",
-        model,
-    )
-    assert code == 0, err
+@pytest.fixture(scope="module")
+def student_file(project, fitted, tmp_path_factory) -> tuple[Path, str]:
+    """``skdistill fit --teacher`` (the tiny classifier): the model file and stdout."""
+    model = tmp_path_factory.mktemp("student") / "student.safetensors"
+    arguments = ["fit", "--star", project / "particles.star", *TINY]
+    arguments += ["--teacher", fitted, "--temperature", "3", "--model", model]
+    with pytest.MonkeyPatch.context() as patch:
+        lines = []
+        patch.setattr("builtins.print", lambda *a, **k: lines.append(" ".join(map(str, a))))
+        assert main([str(argument) for argument in arguments]) == 0
+    return model, "\n".join(lines)
+
+
+def test_fit_distils_from_a_teacher_file(student_file):
+    model, stdout = student_file
     student = load_model(model)
     assert type(student).__name__ == "DistilledClassifier"
     assert student.temperature == 3
@@ -150,7 +149,62 @@ def test_histogram_lists_every_class_in_model_order():
     assert lines[3].split() == ["3", "c", "0", "0.0%"]
 
 
-@pytest.mark.parametrize("command", ["fit", "predict"])
+def test_prune_writes_a_smaller_model_that_predicts(project, fitted, tmp_path, capsys):
+    out = tmp_path / "pruned.safetensors"
+    code, stdout, err = _main(
+        capsys, "prune", "--model", fitted, "--star", project / "particles.star",
+        "--amount", "0.5", "--steps", "2", "--finetune-epochs", "1", "--device", "cpu",
+        "-q", "--out", out,
+    )  # fmt: skip
+    assert code == 0, err
+    pruned = load_model(out)
+    assert type(pruned).__name__ == "PrunedClassifier"
+    assert pruned.n_parameters_ < pruned.n_parameters_before_
+    assert (pruned.amount, pruned.steps, pruned.finetune_labels) == (0.5, 2, "hard")
+    assert list(pruned.classes_) == list(load_model(fitted).classes_)
+    stack = np.asarray(SubtomogramStack(project / "particles.star"))
+    assert set(pruned.predict(stack)) <= {1, 2, 3}
+    assert f"{pruned.n_parameters_:,} parameters" in stdout
+    assert len([line for line in stdout.splitlines() if line.strip()[:1] in "12"]) >= 2
+    # and the pruned model file classifies particles
+    star = project / "particles.star"
+    code, _, err = _main(capsys, "predict", "--model", out, "--star", star,
+                         "--out", tmp_path / "c.star", "-q")  # fmt: skip
+    assert code == 0, err
+
+
+def test_prune_fine_tunes_a_student_on_its_teachers_soft_labels(
+    project, fitted, student_file, tmp_path, capsys
+):
+    out = tmp_path / "pruned-student.safetensors"
+    code, stdout, err = _main(
+        capsys, "prune", "--model", student_file[0], "--teacher", fitted,
+        "--star", project / "particles.star", "--steps", "1", "--finetune-epochs", "1",
+        "-q", "--out", out,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "on soft labels" in stdout
+    assert load_model(out).finetuned_on_soft_labels_ is True
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragments"),
+    [
+        (["--teacher", "MODEL"], ("--teacher", "hard labels", "Leave out --teacher")),
+        (["--amount", "1.5"], ("--amount", "fraction")),
+    ],
+)
+def test_prune_bad_input_is_one_line(project, fitted, tmp_path, capsys, extra, fragments):
+    extra = [str(fitted) if item == "MODEL" else item for item in extra]
+    out = tmp_path / "p.safetensors"
+    code, _, err = _main(capsys, "prune", "--model", fitted, "--star",
+                         project / "particles.star", *extra, "--out", out)  # fmt: skip
+    assert code != 0
+    _one_line_error(err, *fragments)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["fit", "predict", "prune"])
 def test_help_has_an_example(command, capsys):
     code, stdout, _ = _main(capsys, command, "--help")
     assert code == 0

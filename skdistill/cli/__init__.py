@@ -23,13 +23,13 @@ import warnings
 from typing import NoReturn
 
 from .. import __version__
-from . import _demo, _fit, _info, _predict, _simulate
+from . import _demo, _fit, _info, _predict, _prune, _simulate
 from ._arguments import HelpFormatter
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: The subcommands, in the order ``skdistill --help`` lists them.
-COMMANDS = (_demo, _simulate, _info, _fit, _predict)
+COMMANDS = (_demo, _simulate, _info, _fit, _predict, _prune)
 
 _PREFIX = "skdistill: error:"
 

@@ -163,6 +163,18 @@ class _BasePruned(MetaEstimatorMixin, BaseEstimator):
         check_is_fitted(self, "estimator_")
         return self.estimator_.module_
 
+    @property
+    def voxel_size_(self) -> float | None:
+        """Voxel size in Å of the training volumes (the base estimator's), or None."""
+        check_is_fitted(self, "estimator_")
+        return getattr(self.estimator_, "voxel_size_", None)
+
+    @property
+    def n_channels_(self) -> int:
+        """Input channels per voxel (the base estimator's)."""
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.n_channels_
+
     def predict(self, X):
         """Predictions of the pruned estimator (see the base estimator's ``predict``)."""
         check_is_fitted(self, "estimator_")
@@ -307,6 +319,10 @@ _ATTRIBUTES_DOC = """
         The pruned network.
     input_shape_ : tuple of int
         Volume shape ``(D, H, W)`` seen in fit.
+    voxel_size_ : float or None
+        Voxel size in Å of the training volumes (the base estimator's).
+    n_channels_ : int
+        Input channels per voxel.
     n_features_in_ : int
         Voxels times channels of one volume.
     n_parameters_, flops_ : int
