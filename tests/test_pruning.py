@@ -98,6 +98,7 @@ def test_a_layer_keeps_its_last_feature_map():
 @pytest.mark.parametrize(
     ("arch", "size"),
     [
+        ("dsrf3d_v2", 16),
         ("s1", 27),
         ("s2", 27),
         ("s3", 27),
@@ -241,6 +242,53 @@ def test_frozen_base_is_neither_refitted_nor_changed(base, pruned):
     state = pickle.loads(pickle.dumps(pruned))
     assert not hasattr(state.estimator, "net_")  # the frozen base pickles as an unfitted clone
     assert state.estimator.get_params() == base.get_params()
+
+
+class OwnNetwork(nn.Module):
+    """A user's network factory ``(n_classes, input_shape, in_channels)``: plain layers."""
+
+    def __init__(self, n_classes, input_shape, in_channels):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv3d(in_channels, 6, 3, padding=1), nn.BatchNorm3d(6), nn.ReLU(),
+            nn.Conv3d(6, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool3d(2), nn.Flatten(),
+        )  # fmt: skip
+        self.head = nn.Linear(6 * 8, n_classes)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def test_a_users_own_network_prunes(toy):
+    X, y = toy
+    base = Cnn3DClassifier(arch=OwnNetwork, max_epochs=1, batch_size=16, random_state=0)
+    pruned = PrunedClassifier(base, amount=0.5, steps=1, finetune_epochs=1, random_state=0)
+    pruned.fit(X, y)
+    widths = conv_widths(pruned.module_)
+    assert sum(widths) == 6 and min(widths) >= 1  # 12 feature maps, 6 removed
+    assert pruned.module_.features[1].num_features == widths[0]  # batch-norm resized
+    assert pruned.module_.head.in_features == widths[1] * 8  # Flatten -> Linear resized
+    assert pruned.predict(X).shape == y.shape
+
+
+def test_grid_search_fits_a_cached_base_once_per_fold(toy, tmp_path, monkeypatch):
+    X, y = toy
+    fits, original = [], Cnn3DClassifier.fit
+
+    def counting_fit(self, X, y, **kwargs):
+        fits.append(len(X))
+        return original(self, X, y, **kwargs)
+
+    monkeypatch.setattr(Cnn3DClassifier, "fit", counting_fit)
+    base = Cnn3DClassifier(**TINY)
+    search = GridSearchCV(
+        PrunedClassifier(base, steps=1, finetune_epochs=0, memory=str(tmp_path)),
+        {"amount": [0.25, 0.5], "criterion": ["l1", "random"]},
+        cv=2,
+    ).fit(X, y)
+    # 2 folds + the refit on all rows; not once per candidate (4 x 2 + 1)
+    assert len(fits) == 3
+    assert search.best_estimator_.n_parameters_ < search.best_estimator_.n_parameters_before_
 
 
 def test_grid_search_over_amount(toy, base):
