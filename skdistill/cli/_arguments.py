@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 __all__ = [
     "HelpFormatter",
     "TiltRange",
+    "add_device_and_seed",
+    "add_model_file",
     "at_least",
     "finite_float",
     "n_jobs",
@@ -22,6 +25,24 @@ __all__ = [
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the line breaks of descriptions and epilogs (the examples)."""
+
+
+def add_model_file(parser: argparse.ArgumentParser, option: str, help: str) -> None:
+    """Add a required model-file option (``--model`` or ``--out``) to ``parser``."""
+    parser.add_argument(
+        option, required=True, type=Path, metavar="MODEL", help=f"{help} (required)"
+    )
+
+
+def add_device_and_seed(parser: argparse.ArgumentParser, *, seed: bool = True) -> None:
+    """Add ``--device`` (and ``--seed``) to ``parser``."""
+    parser.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)"
+    )
+    if seed:
+        parser.add_argument(
+            "--seed", type=at_least(0), default=0, help="seed (default: %(default)s)"
+        )
 
 
 def at_least(minimum: int):

@@ -12,7 +12,13 @@ from sklearn.frozen import FrozenEstimator
 from ..architectures import list_architectures
 from ..estimators import Cnn3DClassifier, DistilledClassifier
 from ..model_files import check_model_path, load_model, save_model
-from ._arguments import HelpFormatter, at_least, positive_float
+from ._arguments import (
+    HelpFormatter,
+    add_device_and_seed,
+    add_model_file,
+    at_least,
+    positive_float,
+)
 from ._particles import (
     add_particle_arguments,
     check_input_file,
@@ -126,17 +132,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "at any scale",
     )
     parser.add_argument("--batch-size", type=at_least(1), metavar="N", help="training batch size")
-    parser.add_argument(
-        "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)"
-    )
-    parser.add_argument("--seed", type=at_least(0), default=0, help="seed (default: %(default)s)")
-    parser.add_argument(
-        "--model",
-        required=True,
-        type=Path,
-        metavar="MODEL",
-        help="model file to write, e.g. s1.safetensors (required)",
-    )
+    add_device_and_seed(parser)
+    add_model_file(parser, "--model", "model file to write, e.g. s1.safetensors")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --model")
     parser.add_argument("--quiet", "-q", action="store_true", help="no per-epoch table")
     parser.set_defaults(run=run)

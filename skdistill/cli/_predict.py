@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from ..io import write_predictions
 from ..model_files import load_model
-from ._arguments import HelpFormatter, at_least
+from ._arguments import HelpFormatter, add_device_and_seed, add_model_file, at_least
 from ._particles import add_particle_arguments, check_input_file, check_output_file, open_particles
 
 __all__ = ["add_parser", "format_histogram", "predict_in_batches", "run"]
@@ -54,13 +54,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=HelpFormatter,
     )
-    parser.add_argument(
-        "--model",
-        required=True,
-        type=Path,
-        metavar="MODEL",
-        help="model file written by 'skdistill fit' (required)",
-    )
+    add_model_file(parser, "--model", "model file written by 'skdistill fit'")
     add_particle_arguments(parser)
     parser.add_argument(
         "--out",
@@ -76,9 +70,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="N",
         help="particles read and classified at a time (default: %(default)s)",
     )
-    parser.add_argument(
-        "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)"
-    )
+    add_device_and_seed(parser, seed=False)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)

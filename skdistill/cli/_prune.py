@@ -11,7 +11,13 @@ from sklearn.frozen import FrozenEstimator
 from ..estimators import Cnn3DClassifier, DistilledClassifier
 from ..model_files import check_model_path, load_model, save_model
 from ..pruning import CRITERIA, PrunedClassifier
-from ._arguments import HelpFormatter, at_least, positive_float
+from ._arguments import (
+    HelpFormatter,
+    add_device_and_seed,
+    add_model_file,
+    at_least,
+    positive_float,
+)
 from ._fit import labels_from_column
 from ._particles import add_particle_arguments, check_input_file, check_output_file, open_particles
 
@@ -49,13 +55,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=HelpFormatter,
     )
-    parser.add_argument(
-        "--model",
-        required=True,
-        type=Path,
-        metavar="MODEL",
-        help="classifier model file written by 'skdistill fit' (required)",
-    )
+    add_model_file(parser, "--model", "classifier model file written by 'skdistill fit'")
     add_particle_arguments(parser)
     parser.add_argument(
         "--label-column",
@@ -101,17 +101,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--lr", type=positive_float, metavar="RATE", help="fine-tuning rate (default: the model's)"
     )
-    parser.add_argument(
-        "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)"
-    )
-    parser.add_argument("--seed", type=at_least(0), default=0, help="seed (default: %(default)s)")
-    parser.add_argument(
-        "--out",
-        required=True,
-        type=Path,
-        metavar="MODEL",
-        help="pruned model file to write, e.g. s1-pruned.safetensors (required)",
-    )
+    add_device_and_seed(parser)
+    add_model_file(parser, "--out", "pruned model file to write, e.g. s1-pruned.safetensors")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--quiet", "-q", action="store_true", help="no per-epoch table")
     parser.set_defaults(run=run)
