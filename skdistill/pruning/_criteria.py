@@ -9,6 +9,8 @@ layer, as Molchanov et al. (2017) do, so that scores compare across layers; coup
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 import torch_pruning as tp
 from torch import nn
@@ -27,7 +29,7 @@ _OUT_CHANNELS = (tp.prune_conv_out_channels,)
 _BATCH_NORM = (tp.prune_batchnorm_out_channels,)
 
 
-class FeatureMapImportance:
+class FeatureMapImportance(ABC):
     """Base class: scores of a group from per-layer channel scores.
 
     Subclasses define ``layer_scores(layer) -> Tensor`` (one score per output channel of
@@ -38,8 +40,9 @@ class FeatureMapImportance:
 
     scores_filters = False
 
+    @abstractmethod
     def layer_scores(self, layer: nn.Module) -> torch.Tensor | None:
-        raise NotImplementedError
+        """One score per output channel of ``layer``, or None."""
 
     def __call__(self, group: tp.Group) -> torch.Tensor:
         """One score per channel of the group's root layer."""
@@ -92,8 +95,11 @@ def _per_filter(weight: torch.Tensor, layer: nn.Module) -> torch.Tensor:
     return weight.flatten(1)
 
 
-class RandomImportance(FeatureMapImportance):
+class RandomImportance:
     """Random scores from a seeded generator: the baseline every criterion must beat.
+
+    Uniform over the group's channels, not normalised per layer: every feature map is
+    equally likely to go.
 
     Parameters
     ----------
@@ -145,8 +151,9 @@ class CalibratedImportance(FeatureMapImportance):
             module.train(was_training)
         return self
 
+    @abstractmethod
     def _scores(self, module: nn.Module, batches, loss) -> dict[nn.Module, torch.Tensor]:
-        raise NotImplementedError
+        """One score tensor per layer of ``module``."""
 
 
 class TaylorImportance(CalibratedImportance):
@@ -245,7 +252,7 @@ def _disable_inplace(module: nn.Module) -> list[nn.Module]:
 CRITERIA = ("taylor", "taylor_weight", "l1", "random")
 
 
-def make_criterion(name: str, seed: int) -> FeatureMapImportance:
+def make_criterion(name: str, seed: int) -> FeatureMapImportance | RandomImportance:
     """The criterion called ``name`` (one of :data:`CRITERIA`)."""
     if name == "taylor":
         return TaylorImportance()
