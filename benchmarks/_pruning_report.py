@@ -290,7 +290,7 @@ def plot(record: dict, analysis: dict, path: Path) -> None:
         ax.errorbar([1], [base["score"][0]], yerr=[base["score"][1]], fmt="*k", ms=12,
                     label="unpruned")  # fmt: skip
         for r in rows:
-            color, marker = colors[r["criterion"]], markers.get(r["amount"], "D")
+            color, marker = colors.get(r["criterion"], "tab:green"), markers.get(r["amount"], "D")
             ax.errorbar([r["speedup"][0]], [r["score_finetuned"][0]], xerr=[r["speedup"][1]],
                         yerr=[r["score_finetuned"][1]], fmt=marker, color=color,
                         label=f"{r['criterion']} {r['amount']:g}")  # fmt: skip

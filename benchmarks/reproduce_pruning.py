@@ -228,8 +228,10 @@ def run_task(task: Task, args, log) -> list[dict]:
         log(f"  unpruned, fine-tuned as long: {task.metric} {finetuned_score:.3f} "
             f"({seconds:.0f} s)")  # fmt: skip
         for amount in args.amounts:
-            for criterion in args.criteria:
-                parameters = pruning_parameters(args, amount, criterion, seed)
+            for criterion, scope in [(c, "global") for c in args.criteria] + [
+                (c, "layer") for c in args.layer_criteria
+            ]:
+                parameters = {**pruning_parameters(args, amount, criterion, seed), "scope": scope}
                 removed, removed_seconds = timed_fit(
                     task.pruner(frozen, finetune_epochs=0, **parameters), task.X_fit, task.y_fit
                 )
@@ -239,7 +241,8 @@ def run_task(task: Task, args, log) -> list[dict]:
                 )  # fmt: skip
                 speed = volumes_per_second({"base": base, "pruned": pruned}, X_time, args.repeats)
                 record = {
-                    "seed": seed, "amount": amount, "criterion": criterion,
+                    "seed": seed, "amount": amount, "scope": scope,
+                    "criterion": criterion if scope == "global" else f"{criterion} (layer)",
                     "n_parameters_before": pruned.n_parameters_before_,
                     "flops_before": pruned.flops_before_,
                     "n_parameters": pruned.n_parameters_, "flops": pruned.flops_,
@@ -255,7 +258,7 @@ def run_task(task: Task, args, log) -> list[dict]:
                     "pruning_history": pruned.pruning_history_,
                 }  # fmt: skip
                 records.append(json_ready(record))
-                log(f"  {amount:.2f} {criterion:6s}: {record['n_parameters']:,} parameters, "
+                log(f"  {amount:.2f} {record['criterion']:6s}: {record['n_parameters']:,} params, "
                     f"{record['speedup']:.2f}x, {task.metric} {record['score_pruned']:.3f} -> "
                     f"{record['score_finetuned']:.3f} ({pruned_seconds:.0f} s)")  # fmt: skip
                 if amount == EXTRA_AMOUNT and criterion == args.criteria[0]:
@@ -338,6 +341,9 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
         default=list(CRITERIA),
         help="the first also prunes the teacher and the distilled student",
     )
+    parser.add_argument("--layer-criteria", nargs="*", choices=CRITERIA, default=["taylor"],
+                        help="criteria also run with scope='layer' (every layer loses the "
+                        "same fraction)")  # fmt: skip
     parser.add_argument("--steps", type=int, default=5, help="pruning rounds")
     parser.add_argument("--finetune-epochs", type=int, default=2)
     parser.add_argument("--calibration-size", type=int, default=256)
@@ -412,6 +418,8 @@ def main() -> None:
     run["inference_precision_resolved"] = resolve_precision(args.precision, "cpu")
     record = {"run": run, "wall_minutes": minutes, "torch_threads": torch.get_num_threads(),
               **results, "machine": machine_description()}  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)  # the raw record first: --merge reads it
+    (args.out / "pruning.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     text = write_outputs(record, args.out)
     print(text)
     if args.quick:

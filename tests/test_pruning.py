@@ -187,6 +187,29 @@ def test_both_taylor_criteria_match_their_formulas():
     assert all(p.grad is None for p in net.parameters())  # calibration leaves no gradients
 
 
+def test_layer_scope_removes_the_same_fraction_of_every_layer():
+    net = build_network("s1", 3, (27, 27, 27))
+    x = torch.randn(2, 1, 27, 27, 27)
+    pruner = FeatureMapPruner(net, x, scope="layer")
+    for n_remove in removal_schedule(pruner.n_feature_maps, 0.5, 3):
+        pruner.prune(n_remove, L1Importance())
+    assert conv_widths(net) == [16, 16, 32, 32, 64, 64]  # from 32, 32, 64, 64, 128, 128
+    assert pruner.n_removed == pruner.n_feature_maps // 2
+    assert net(x).shape == (2, 3)
+
+
+def test_layer_scope_cuts_more_flops_than_global_ranking(toy):
+    X, y = toy
+    settings = {"amount": 0.5, "steps": 1, "finetune_epochs": 0, "random_state": 0}
+    base = Cnn3DClassifier(arch="s3", max_epochs=1, batch_size=16, random_state=0)
+    X27 = np.repeat(np.repeat(np.repeat(X, 4, 1), 4, 2), 4, 3)[:, :27, :27, :27]
+    frozen = FrozenEstimator(base.fit(X27, y))
+    layer = PrunedClassifier(frozen, scope="layer", criterion="l1", **settings).fit(X27, y)
+    whole = PrunedClassifier(frozen, criterion="l1", **settings).fit(X27, y)
+    assert layer.flops_ < whole.flops_
+    assert conv_widths(layer.module_) == [8, 8, 16, 16, 16, 16]
+
+
 def test_random_criterion_is_seeded():
     net = build_network("s3", 2, (27, 27, 27))
     x = torch.randn(1, 1, 27, 27, 27)

@@ -40,6 +40,7 @@ class _BasePruned(MetaEstimatorMixin, BaseEstimator):
         "finetune_epochs": [Interval(Integral, 0, None, closed="left")],
         "finetune_labels": [StrOptions({"auto", "soft", "hard"})],
         "calibration_size": [Interval(Integral, 1, None, closed="left")],
+        "scope": [StrOptions({"global", "layer"})],
         "random_state": ["random_state"],
         "memory": [None, str, HasMethods(["cache"])],
     }
@@ -54,6 +55,7 @@ class _BasePruned(MetaEstimatorMixin, BaseEstimator):
         finetune_epochs=2,
         finetune_labels="auto",
         calibration_size=256,
+        scope="global",
         random_state=None,
         memory=None,
     ):
@@ -64,6 +66,7 @@ class _BasePruned(MetaEstimatorMixin, BaseEstimator):
         self.finetune_epochs = finetune_epochs
         self.finetune_labels = finetune_labels
         self.calibration_size = calibration_size
+        self.scope = scope
         self.random_state = random_state
         self.memory = memory
 
@@ -93,7 +96,7 @@ class _BasePruned(MetaEstimatorMixin, BaseEstimator):
         )
         device = next(module.parameters()).device
         example = torch.from_numpy(data.volumes[train[:2]]).to(device)
-        pruner = FeatureMapPruner(module, example)
+        pruner = FeatureMapPruner(module, example, self.scope)
         criterion = make_criterion(self.criterion, seed)
         calibration = _calibration_rows(train, data.hard, self.calibration_size, seed)
         history, removed = [], 0
@@ -301,6 +304,13 @@ _PARAMETERS_DOC = """
         base only).
     calibration_size : int, default=256
         Labeled training volumes the Taylor criteria average over.
+    scope : {{"global", "layer"}}, default="global"
+        ``"global"``: the feature maps are ranked across all layers (Molchanov et al. 2017,
+        Roels et al. 2017), so layers lose different fractions, and with per-layer
+        normalised scores the many cheap maps of the deep layers tend to go first (fewer
+        parameters, less speed-up). ``"layer"``: every layer loses ``amount`` of its own
+        feature maps, the lowest-scoring ones (Torch-Pruning's default), so FLOPs fall
+        about as ``(1 - amount) ** 2``.
     random_state : int, RandomState instance or None, default=None
         Seeds the validation split of fine-tuning, the calibration volumes, the random
         criterion and the fine-tuning's shuffling.
