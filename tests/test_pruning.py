@@ -210,6 +210,26 @@ def test_layer_scope_cuts_more_flops_than_global_ranking(toy):
     assert conv_widths(layer.module_) == [8, 8, 16, 16, 16, 16]
 
 
+def test_taylor_calibration_keeps_no_feature_map_alive():
+    """Gradient hooks holding their feature maps leaked ~65 MiB per pruning of a U-Net."""
+    import gc
+    import weakref
+
+    net = build_network("s3", 2, (27, 27, 27))
+    batches = [(torch.randn(4, 1, 27, 27, 27), torch.randint(0, 2, (4,))) for _ in range(2)]
+    outputs = []
+    hooks = [
+        m.register_forward_hook(lambda _, __, out: outputs.append(weakref.ref(out)))
+        for m in net.modules()
+        if isinstance(m, nn.Conv3d)
+    ]
+    TaylorImportance().calibrate(net, batches, nn.CrossEntropyLoss())
+    for hook in hooks:
+        hook.remove()
+    gc.collect()
+    assert outputs and all(ref() is None for ref in outputs)
+
+
 def test_random_criterion_is_seeded():
     net = build_network("s3", 2, (27, 27, 27))
     x = torch.randn(1, 1, 27, 27, 27)

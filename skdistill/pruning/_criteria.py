@@ -9,6 +9,7 @@ layer, as Molchanov et al. (2017) do, so that scores compare across layers; coup
 
 from __future__ import annotations
 
+import itertools
 from abc import ABC, abstractmethod
 
 import torch
@@ -183,14 +184,22 @@ class TaylorImportance(CalibratedImportance):
         sums = {m: None for m in layers}
         counts = dict.fromkeys(layers, 0)
 
+        # The feature maps wait here for their gradients. A gradient hook that holds its
+        # own tensor keeps it alive after backward (measured: ~65 MiB more per pruning of a
+        # small U-Net, gigabytes over a benchmark, even after gc.collect()).
+        waiting: dict[int, torch.Tensor] = {}
+        keys = itertools.count()
+
         def record(layer):
             def forward_hook(_, __, output):
                 if not output.requires_grad:
                     return
+                key = next(keys)
+                waiting[key] = output.detach()
 
                 def gradient_hook(gradient):
                     # Per volume: |mean over voxels|, then summed over the volumes.
-                    product = (output.detach() * gradient).flatten(2).mean(dim=2)
+                    product = (waiting.pop(key) * gradient).flatten(2).mean(dim=2)
                     total = product.abs().sum(dim=0).double()
                     sums[layer] = total if sums[layer] is None else sums[layer] + total
                     counts[layer] += product.shape[0]
@@ -210,6 +219,7 @@ class TaylorImportance(CalibratedImportance):
                 hook.remove()
             for m in inplace:
                 m.inplace = True
+            waiting.clear()  # feature maps that got no gradient
         return {m: (sums[m] / counts[m]).abs() for m in layers if sums[m] is not None and counts[m]}
 
 
