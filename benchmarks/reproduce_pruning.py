@@ -261,7 +261,7 @@ def run_task(task: Task, args, log) -> list[dict]:
                 log(f"  {amount:.2f} {record['criterion']:6s}: {record['n_parameters']:,} params, "
                     f"{record['speedup']:.2f}x, {task.metric} {record['score_pruned']:.3f} -> "
                     f"{record['score_finetuned']:.3f} ({pruned_seconds:.0f} s)")  # fmt: skip
-                if amount == EXTRA_AMOUNT and criterion == args.criteria[0]:
+                if amount == EXTRA_AMOUNT and (criterion, scope) == (args.criteria[0], "global"):
                     kept["pruned"] = pruned
         task.kept[seed] = kept
     return records
