@@ -48,11 +48,11 @@ def finetune_data(estimator, X, y, labels: str = "auto") -> FinetuneData:
             f"{type(estimator).__name__} was not distilled. Use finetune_labels='auto' or "
             "'hard', or prune a DistilledClassifier."
         )
+    segments = getattr(estimator, "_segments_volumes", False)
     volumes = validate_volumes(estimator, X, reset=False)
-    if labels == "hard" and distilled and not getattr(estimator, "_segments_volumes", False):
+    if labels == "hard" and distilled and not segments:
         volumes, y = _labeled_rows(volumes, y)
     scaled = estimator._scaled(volumes)
-    segments = getattr(estimator, "_segments_volumes", False)
     if segments:
         y, _ = check_masks(y, len(volumes), estimator.input_shape_)
         hard = y
