@@ -409,7 +409,7 @@ def main() -> None:
             "model": task.model, "metric": task.metric, "setting": json_ready(task.setting),
             "simulate_seconds": task.simulate_seconds, "records": run_task(task, args, log),
         }  # fmt: skip
-    if args.task == "teacher" or (args.teacher and args.task == "all"):
+    if args.task == "teacher" or (args.teacher and args.task in ("classification", "all")):
         results["extras"] = run_teacher_extras(tasks[0], args, log)
     minutes = (time.perf_counter() - start) / 60
     run = {key: (str(value) if isinstance(value, Path) else value)
