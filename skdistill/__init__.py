@@ -8,6 +8,7 @@ from . import metrics
 from .estimators import Cnn3DClassifier, Cnn3DSegmenter, DistilledClassifier, DistilledSegmenter
 from .model_files import load_model, save_model
 from .pruning import PrunedClassifier, PrunedSegmenter
+from .tiling import segment_tomogram
 
 __version__ = "0.1.0.dev0"
 
@@ -22,4 +23,5 @@ __all__ = [
     "load_model",
     "metrics",
     "save_model",
+    "segment_tomogram",
 ]

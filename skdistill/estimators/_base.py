@@ -226,25 +226,41 @@ class BaseVolumeEstimator(BaseEstimator, metaclass=ABCMeta):
         """
         check_is_fitted(self, "net_")
         warn_if_voxel_size_differs(self, X)
+        n_volumes, batches = self._inference_batches(X)
+        output, start = None, 0
+        for kept in self._forward_batches(batches, reduce):
+            if output is None:
+                output = np.empty((n_volumes, *kept.shape[1:]), dtype=kept.dtype)
+            output[start : start + len(kept)] = kept
+            start += len(kept)
+        return output
+
+    def _forward_batches(self, batches, reduce=None) -> Iterator[np.ndarray]:
+        """Network outputs of validated float32 batches ``(k, C, D, H, W)``, one at a time.
+
+        The inference core of :meth:`_predict_batches`, shared with the whole-tomogram tiler
+        (:func:`skdistill.segment_tomogram`), whose tiles may be larger than the training
+        volumes: on the fitted device, at the inference precision, each batch's logits
+        checked for NaN and infinite values before ``reduce`` maps them to what is kept.
+        """
+        check_is_fitted(self, "net_")
         precision = self._resolve_precision(self.inference_precision)
         cuda = torch.device(self.device_).type == "cuda"
         module = self.net_.module_.to(memory_format=torch.channels_last_3d)
         module.eval()
-        n_volumes, batches = self._inference_batches(X)
-        output, start = None, 0
-        with torch.inference_mode(), autocast(self.device_, precision):
-            for batch in batches:
+        start = 0
+        for batch in batches:
+            # The modes are entered per batch: a generator must not leave them on for its
+            # caller between batches.
+            with torch.inference_mode(), autocast(self.device_, precision):
                 batch = torch.from_numpy(batch)
                 if cuda:
                     batch = batch.pin_memory().to(self.device_, non_blocking=True)
                 logits = module(to_channels_last(batch)).float()
                 check_finite_logits(logits, batch, start)
                 kept = (logits if reduce is None else reduce(logits)).cpu().numpy()
-                if output is None:
-                    output = np.empty((n_volumes, *kept.shape[1:]), dtype=kept.dtype)
-                output[start : start + len(kept)] = kept
-                start += len(kept)
-        return output
+            start += len(kept)
+            yield kept
 
     def _inference_batches(self, X) -> tuple[int, Iterator[np.ndarray]]:
         """The number of volumes in ``X`` and its validated float32 batches ``(k, C, D, H, W)``.
