@@ -112,7 +112,7 @@ def test_tiled_agrees_with_whole_also_at_the_seams(
     expected = whole.argmax(axis=0)
     assert labels.shape == tomogram.shape and labels.dtype == np.int8
     assert (labels == expected).mean() >= 0.995
-    shape = tile or (32, 48, 32)  # the default: multiples of 16 within the tomogram
+    shape = tile or (16, 48, 32)  # the default: training depth, multiples of 16 within
     seams = near_tile_borders(tomogram.shape, shape, overlap)
     assert seams.sum() > 1000
     assert (labels == expected)[seams].mean() >= 0.99

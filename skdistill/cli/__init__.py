@@ -8,8 +8,9 @@ fit`` trains a classifier on a STAR file's particles and saves a model file
 (:func:`~skdistill.save_model`); ``skdistill predict`` classifies particles with one and
 writes the classes back into their STAR file (:func:`~skdistill.io.write_predictions`);
 ``skdistill prune`` prunes a model file (:mod:`skdistill.pruning`); ``skdistill segment``
-segments a whole tomogram in tiles (:func:`~skdistill.segment_tomogram`). Run it as
-``skdistill`` or ``python -m skdistill``.
+segments a whole tomogram in tiles (:func:`~skdistill.segment_tomogram`); ``skdistill
+pick`` writes the particles of a segmentation as a STAR file (:mod:`skdistill.picking`).
+Run it as ``skdistill`` or ``python -m skdistill``.
 
 Each subcommand is a module with ``add_parser(subparsers)``, which adds its parser and sets
 ``run(args) -> int`` as its default; adding a command means adding its module to
@@ -25,13 +26,13 @@ import warnings
 from typing import NoReturn
 
 from .. import __version__
-from . import _demo, _fit, _info, _predict, _prune, _segment, _simulate
+from . import _demo, _fit, _info, _pick, _predict, _prune, _segment, _simulate
 from ._arguments import HelpFormatter
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: The subcommands, in the order ``skdistill --help`` lists them.
-COMMANDS = (_demo, _simulate, _info, _fit, _predict, _prune, _segment)
+COMMANDS = (_demo, _simulate, _info, _fit, _predict, _prune, _segment, _pick)
 
 _PREFIX = "skdistill: error:"
 

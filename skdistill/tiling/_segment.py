@@ -33,6 +33,8 @@ __all__ = ["DEFAULT_TILE_EDGE", "segment_tomogram", "write_segmentation"]
 
 #: Longest default tile edge in voxels (a multiple of the training size up to this).
 DEFAULT_TILE_EDGE = 64
+#: Slices blended and written at a time when a slab is finished.
+FINISH_SLICES = 4
 
 
 def segment_tomogram(
@@ -67,11 +69,13 @@ def segment_tomogram(
         (anisotropic such as 64 x 200 x 180, not a multiple of the tile).
     tile_size : int or sequence of 3 int, default=None
         Tile shape, a size the network accepts (for the U-Net a multiple of
-        ``2**levels``). None: the largest multiple of the training shape, up to 64 voxels
-        and within the tomogram, that the network accepts (the training shape for a
-        network of fixed input size). Larger tiles agree better with a prediction of the
-        whole volume (fewer voxels near a tile's border, where the network sees zero
-        padding) and are faster per voxel; memory grows with the tile.
+        ``2**(levels - 1)``). None: the training depth along the first axis and, along the
+        other two, the largest multiple of the training size up to 64 voxels and within the
+        tomogram that the network accepts (the training shape for a network of fixed input
+        size). Larger tiles agree better with a prediction of the whole volume (fewer
+        voxels near a tile's border, where the network sees zero padding) and are faster
+        per voxel. Memory: about ``(n_classes + 2) * tile depth * H * W * 4`` bytes of
+        blend buffers and slab, plus the network's activations for a batch of tiles.
     overlap : float, default=0.25
         Fraction of a tile shared with its neighbour along each axis, in [0, 1).
     blend : {"gaussian", "linear", "constant"}, default="gaussian"
@@ -285,26 +289,28 @@ def _plan(model, source: TomogramSource, tile_size, overlap, blend, batch_size) 
 def _tile_shape(model, tile_size, shape) -> tuple[int, int, int]:
     """The tile shape: ``tile_size`` checked against the network, or the default.
 
-    The default is the largest multiple of the training shape, up to
-    :data:`DEFAULT_TILE_EDGE` voxels along an axis and within the tomogram, that the network
-    accepts (the training shape for a network of fixed input size). Larger tiles have fewer
+    The default keeps the training depth along the first axis (the depth of the blend
+    buffers, which span the tomogram's other two axes) and takes the largest multiple of the
+    training size, up to :data:`DEFAULT_TILE_EDGE` voxels and within the tomogram, along the
+    other two, if the network accepts it (else the training shape). Larger tiles have fewer
     voxels near a border, where the network sees zero padding instead of the tomogram, so
     they agree better with a prediction of the whole volume, and run faster per voxel.
     """
     trained = tuple(int(n) for n in model.input_shape_)
     arch = getattr(model, model._arch_parameter)
     if tile_size is None:
-        largest = tuple(
+        sides = [
             t * max(1, min(DEFAULT_TILE_EDGE // t, n // t))
-            for t, n in zip(trained, shape, strict=True)
-        )
-        if largest != trained and isinstance(arch, str):
-            try:
-                check_segmentation_input_size(arch, largest, **model._knobs())
-            except ValueError:
-                return trained
-            return largest
-        return trained
+            for t, n in zip(trained[1:], shape[1:], strict=True)
+        ]
+        wider = (trained[0], *sides)
+        if wider == trained or not isinstance(arch, str):
+            return trained
+        try:
+            check_segmentation_input_size(arch, wider, **model._knobs())
+        except ValueError:
+            return trained
+        return wider
     sizes = (tile_size,) * 3 if isinstance(tile_size, Integral) else tuple(tile_size)
     if len(sizes) != 3 or not all(isinstance(n, Integral) and n >= 1 for n in sizes):
         raise ValueError(
@@ -367,13 +373,18 @@ def _row_predictions(model, slab: np.ndarray, corners, plan: _Plan):
 
 
 def _finish(weighted: np.ndarray, weights: np.ndarray, start: int, sinks: dict) -> None:
-    """Blend finished slices into probabilities and labels; give them to the sinks."""
-    probabilities = weighted / weights
-    if "labels" in sinks:
-        labels = np.argmax(probabilities, axis=0).astype(sinks["labels"].dtype)
-        sinks["labels"].write(start, labels)
-    if "probabilities" in sinks:
-        sinks["probabilities"].write(start, probabilities)
+    """Blend finished slices into probabilities and labels; give them to the sinks.
+
+    A few slices at a time, so the temporary arrays stay small beside the buffers.
+    """
+    for first in range(0, weights.shape[0], FINISH_SLICES):
+        chunk = slice(first, first + FINISH_SLICES)
+        probabilities = weighted[:, chunk] / weights[chunk]
+        if "labels" in sinks:
+            labels = np.argmax(probabilities, axis=0).astype(sinks["labels"].dtype)
+            sinks["labels"].write(start + first, labels)
+        if "probabilities" in sinks:
+            sinks["probabilities"].write(start + first, probabilities)
 
 
 def _shift(weighted: np.ndarray, weights: np.ndarray, shift: int) -> None:

@@ -1,0 +1,12 @@
+"""Particle picking from a segmentation: positions, classes and scores, written for RELION.
+
+:func:`pick_particles` turns the labels or class probabilities of
+:func:`skdistill.segment_tomogram` into a table of particles (connected components);
+:func:`write_particles` writes them as a RELION 5 ``particles.star`` that
+:meth:`skdistill.io.SubtomogramStack.from_tomograms` and RELION read.
+"""
+
+from ._components import PICK_COLUMNS, pick_particles
+from ._star import write_particles
+
+__all__ = ["PICK_COLUMNS", "pick_particles", "write_particles"]
