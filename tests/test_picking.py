@@ -169,3 +169,25 @@ def test_cli_pick_from_a_labels_file(labels, tmp_path, capsys):
     )
     code = main(["pick", "--segmentation", str(path), "--tomo-name", "TS_01", "--out", str(out)])
     assert code != 0 and "--overwrite" in capsys.readouterr().err
+
+
+def test_score_picks_pairs_one_to_one_within_the_tolerance():
+    from skdistill.picking import score_picks
+
+    truth = pd.DataFrame(
+        {"z": [10, 30, 50, 10], "y": [10] * 4, "x": [10] * 4, "class": [1, 1, 1, 2]}
+    )
+    picks = pd.DataFrame(
+        {"z": [11, 12, 31, 80, 10], "y": [10] * 5, "x": [10] * 5, "class": [1, 1, 1, 1, 3]}
+    )
+    scores = score_picks(picks, truth, tolerance=3)
+    # class 1: two picks near the first particle count once; 80 is far; 50 is missed.
+    assert scores.loc[1, "true_positives"] == 2
+    assert scores.loc[1, "precision"] == pytest.approx(2 / 4)
+    assert scores.loc[1, "recall"] == pytest.approx(2 / 3)
+    assert scores.loc[1, "f1"] == pytest.approx(2 * 2 / 7)
+    assert scores.loc[2, "recall"] == 0 and np.isnan(scores.loc[2, "precision"])
+    assert scores.loc[3, "true_positives"] == 0  # a pick of a class that has no particle
+    assert scores.loc["all", "n_true"] == 4 and scores.loc["all", "n_picked"] == 5
+    with pytest.raises(ValueError, match="tolerance must be a positive"):
+        score_picks(picks, truth, tolerance=0)
