@@ -118,3 +118,30 @@ def test_relion_project_example_runs_end_to_end(tmp_path):
     test_tomogram = accuracy.group(1)
     train = starfile.read(out / "train.star", always_dict=True)["particles"]
     assert len(train) == 6 and test_tomogram not in set(train["rlnTomoName"])
+
+
+def test_tomogram_picking_example_runs_the_whole_loop(tmp_path):
+    import starfile
+
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, EXAMPLES / "tomogram_picking.py", "--n-tomograms", "2",
+         "--n-particles", "6", "--shape", "16", "32", "32", "--voxel-size", "36",
+         "--segmenter-box", "16", "--segmenter-samples", "16", "--box", "8",
+         "--teacher-arch", "tiny", "--student-arch", "tiny", "--epochs", "1",
+         "--min-size", "2", "--out", out],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )  # fmt: skip
+    scores = re.findall(r"(TS_0\d): segmented in [\d.]+ s, (\d+) picks for 6 particles: "
+                        r"precision ([\d.na]+), recall ([\d.]+), F1", result.stdout)  # fmt: skip
+    assert [name for name, *_ in scores] == ["TS_01", "TS_02"], result.stdout
+    for name, n_picks, _, recall in scores:
+        picks = starfile.read(out / f"picks_{name}.star", always_dict=True)["particles"]
+        assert len(picks) == int(n_picks) and 0 <= float(recall) <= 1
+        assert set(picks["rlnTomoName"]) <= {name}
+    if "nothing picked" not in result.stdout:
+        classified = starfile.read(out / "classified_TS_02.star", always_dict=True)
+        assert classified["particles"]["rlnClassNumber"].isin([1, 2, 3]).all()
