@@ -109,14 +109,26 @@ def markdown(record: dict) -> str:
             f"{(row['peak_rss'] - row['loaded_rss']) / MIB:.0f} MiB | {row['seconds']:.0f} s | "
             f"{row['voxels_per_second'] / 1e6:.2f} M |"
         )
-    first, last = record["rows"][0], record["rows"][-1]
-    growth = last["tomogram_mib"] / first["tomogram_mib"]
+    rows = record["rows"]
+    last = max(rows, key=lambda row: row["tomogram_mib"])
     lines += [
         "",
-        f"The tomogram grows {growth:.0f}x; the peak resident memory "
-        f"{last['peak_rss'] / first['peak_rss']:.2f}x. Largest: peak "
-        f"{last['peak_rss'] / 2**30:.2f} GiB for a {last['tomogram_mib'] / 1024:.2f} GiB "
-        f"tomogram (target < 2 GiB: {'met' if last['peak_rss'] < 2 * 2**30 else 'NOT met'}).",
+        "The blend buffers span one slab of tiles: tile depth x H x W. So the memory above "
+        "the loaded model grows with the slab area H x W, not with the tomogram's depth:",
+        "",
+    ]
+    for area in sorted({row["shape"][1] * row["shape"][2] for row in rows}):
+        same = [row for row in rows if row["shape"][1] * row["shape"][2] == area]
+        extra = ", ".join(
+            f"{(row['peak_rss'] - row['loaded_rss']) / MIB:.0f} MiB at depth {row['shape'][0]}"
+            for row in same
+        )
+        lines.append(f"- H x W = {area:,} voxels: {extra}")
+    lines += [
+        "",
+        f"Largest tomogram: peak {last['peak_rss'] / 2**30:.2f} GiB for "
+        f"{last['tomogram_mib'] / 1024:.2f} GiB (target < 2 GiB: "
+        f"{'met' if last['peak_rss'] < 2 * 2**30 else 'NOT met'}).",
         "",
         markdown_machine(record["machine"]),
     ]
@@ -130,7 +142,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the child")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--report", type=Path, help="rewrite the markdown of this JSON only")
     args = parser.parse_args()
+    if args.report:
+        record = json.loads(args.report.read_text())
+        (args.report.with_suffix(".md")).write_text(markdown(record))
+        return
     shapes = [tuple(int(n) for n in text.split(",")) for text in args.shapes]
     rows = []
     with tempfile.TemporaryDirectory() as folder:
