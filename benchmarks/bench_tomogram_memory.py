@@ -65,7 +65,7 @@ def write_tomogram(path: Path, shape: tuple[int, int, int], seed: int) -> None:
     for start in range(0, shape[0], depth):
         slab = rng.normal(size=(min(depth, shape[0] - start), *shape[1:])).astype(np.float32)
         slab[:, ::37, ::41] += 4.0
-        sink.write(start, slab)
+        sink.write(start, 0, slab)
     sink.result()
 
 

@@ -310,3 +310,26 @@ def test_cli_segment_missing_tomogram(model_file, tmp_path, capsys):
     code, _, err = _main(capsys, "segment", "--model", model_file, "--tomogram",
                          tmp_path / "none.mrc", "--out", tmp_path / "l.mrc")  # fmt: skip
     assert code != 0 and "does not exist" in err
+
+
+def test_bands_give_the_same_result_as_one_band(segmenter, tomogram, monkeypatch, tmp_path):
+    from skdistill.tiling import _blend
+
+    kwargs = {"tile_size": 16, "overlap": 0.25}
+    whole_band = segment_tomogram(segmenter, tomogram, probabilities=True, **kwargs)
+    monkeypatch.setattr(_blend, "BAND_BYTES", 1)  # one row of tiles per band
+    plan_rows = [band[1:] for band in _blend._bands(_Rows(), 44, 2, 48)]
+    assert plan_rows == [(0, 12), (12, 24), (24, 32), (32, 48)]  # one per tile row, a partition
+    banded = segment_tomogram(segmenter, tomogram, probabilities=True, **kwargs)
+    np.testing.assert_allclose(banded, whole_band, rtol=0, atol=1e-6)
+    out = tmp_path / "labels.mrc"
+    segment_tomogram(segmenter, tomogram, out=out, **kwargs)
+    with mrcfile.open(out) as mrc:
+        np.testing.assert_array_equal(mrc.data, whole_band.argmax(axis=0))
+
+
+class _Rows:
+    """The part of a tiling plan that sets the bands: 16³ tiles, 48 rows, overlap 0.25."""
+
+    tile = (16, 16, 16)
+    starts = ([0], tile_starts(48, 16, 0.25), [0])

@@ -1,10 +1,9 @@
 """Segment a whole tomogram with a segmenter trained on subtomograms: overlapping tiles, blended.
 
-Memory stays bounded by a slab of tiles: the tomogram is read one row of tiles (a slab of the
-tile's depth along the first axis) at a time, the blended class probabilities are kept only
-for that slab, and every slice that no later tile covers is finished (divided by its weights,
-reduced to labels) and handed to the output, in memory or an MRC file written slice block by
-slice block.
+Memory stays bounded: the tomogram is read in bands of rows, one row of tiles at a time, the
+blended class probabilities are kept only for that band and tile depth, and every block that
+no later tile covers is finished (divided by its weights, reduced to labels) and handed to
+the output, in memory or an MRC file written block by block (:mod:`skdistill.tiling._blend`).
 """
 
 from __future__ import annotations
@@ -18,13 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
-from tqdm import tqdm
 
 from ..architectures.segmentation import check_segmentation_input_size
-from ..estimators._base import softmax_over_classes
 from ..estimators._segmenter import SEGMENTATION_INFERENCE_VOXELS, label_dtype
 from ..estimators._voxel_size import warn_if_voxel_size_differs
 from ..io.atomic import write_atomically
+from ._blend import run_tiles
 from ._grid import BLENDS, tile_starts, tile_weights
 from ._sinks import ArraySink, MrcSink
 from ._source import TomogramSource, open_tomogram
@@ -33,8 +31,6 @@ __all__ = ["DEFAULT_TILE_EDGE", "segment_tomogram", "write_segmentation"]
 
 #: Longest default tile edge in voxels (a multiple of the training size up to this).
 DEFAULT_TILE_EDGE = 64
-#: Slices blended and written at a time when a slab is finished.
-FINISH_SLICES = 4
 
 
 def segment_tomogram(
@@ -74,8 +70,10 @@ def segment_tomogram(
         tomogram that the network accepts (the training shape for a network of fixed input
         size). Larger tiles agree better with a prediction of the whole volume (fewer
         voxels near a tile's border, where the network sees zero padding) and are faster
-        per voxel. Memory: about ``(n_classes + 2) * tile depth * H * W * 4`` bytes of
-        blend buffers and slab, plus the network's activations for a batch of tiles.
+        per voxel. Memory does not depend on the tile count: the tomogram is processed in
+        bands of rows whose blend buffers fit about 128 MiB
+        (:data:`skdistill.tiling._blend.BAND_BYTES`), plus the network's activations for a
+        batch of tiles.
     overlap : float, default=0.25
         Fraction of a tile shared with its neighbour along each axis, in [0, 1).
     blend : {"gaussian", "linear", "constant"}, default="gaussian"
@@ -128,7 +126,7 @@ def segment_tomogram(
                 else ArraySink(source.shape, label_dtype(n_classes))
             )
             sinks = {"probabilities" if probabilities else "labels": sink}
-            _run(model, source, plan, sinks, progress=progress)
+            run_tiles(model, source, plan, sinks, progress=progress)
             return sink.result()
     targets = {"probabilities" if probabilities else "labels": out}
     written = write_segmentation(
@@ -201,7 +199,7 @@ def write_segmentation(
                 sinks[name] = MrcSink(
                     staging, shape, dtype, voxel_size=source.voxel_size, origin=source.origin
                 )
-            _run(model, source, plan, sinks, progress=progress)
+            run_tiles(model, source, plan, sinks, progress=progress)
             for sink in sinks.values():
                 sink.result()
             write_atomically(
@@ -319,77 +317,3 @@ def _tile_shape(model, tile_size, shape) -> tuple[int, int, int]:
     if isinstance(arch, str):
         check_segmentation_input_size(arch, sizes, **model._knobs())
     return tuple(int(n) for n in sizes)
-
-
-# -- the tiling loop ----------------------------------------------------------------------
-
-
-def _run(model, source: TomogramSource, plan: _Plan, sinks: dict, *, progress: bool) -> None:
-    """Predict every tile, blend, and hand each finished slab to the sinks.
-
-    ``sinks`` maps ``"labels"`` and/or ``"probabilities"`` to an object with
-    ``write(start, block)``. The blend buffers hold one row of tiles: the class
-    probabilities times the weights, and the weights, over ``tile depth x H x W``.
-    """
-    depth = plan.tile[0]
-    _, height, width = source.shape
-    n_classes = model.n_classes_
-    weighted = np.zeros((n_classes, depth, height, width), dtype=np.float32)
-    weights = np.zeros((depth, height, width), dtype=np.float32)
-    first = 0  # the tomogram slice of the buffers' slice 0
-    z_starts, y_starts, x_starts = plan.starts
-    corners = [(y, x) for y in y_starts for x in x_starts]
-    with tqdm(total=plan.n_tiles, unit="tile", disable=not progress) as bar:
-        for z in z_starts:
-            shift = z - first
-            if shift:  # slices first..z-1 are covered by no later tile: finish them
-                _finish(weighted[:, :shift], weights[:shift], first, sinks)
-                _shift(weighted, weights, shift)
-                first = z
-            slab = source.slab(z, z + depth)
-            for batch_corners, outputs in _row_predictions(model, slab, corners, plan):
-                for (y, x), probability in zip(batch_corners, outputs, strict=True):
-                    window = (slice(None), slice(y, y + plan.tile[1]), slice(x, x + plan.tile[2]))
-                    weighted[(slice(None), *window)] += probability * plan.weights
-                    weights[window] += plan.weights
-                bar.update(len(batch_corners))
-    rest = source.shape[0] - first
-    _finish(weighted[:, :rest], weights[:rest], first, sinks)
-
-
-def _row_predictions(model, slab: np.ndarray, corners, plan: _Plan):
-    """(corners, class probabilities) of the tiles of one slab, batch by batch."""
-    groups = [corners[i : i + plan.batch_size] for i in range(0, len(corners), plan.batch_size)]
-
-    def batches():
-        for group in groups:
-            tiles = np.stack(
-                [slab[:, y : y + plan.tile[1], x : x + plan.tile[2]] for y, x in group]
-            )[:, None]
-            yield model._scaled(tiles)
-
-    outputs = model._forward_batches(batches(), reduce=softmax_over_classes)
-    return zip(groups, outputs, strict=True)
-
-
-def _finish(weighted: np.ndarray, weights: np.ndarray, start: int, sinks: dict) -> None:
-    """Blend finished slices into probabilities and labels; give them to the sinks.
-
-    A few slices at a time, so the temporary arrays stay small beside the buffers.
-    """
-    for first in range(0, weights.shape[0], FINISH_SLICES):
-        chunk = slice(first, first + FINISH_SLICES)
-        probabilities = weighted[:, chunk] / weights[chunk]
-        if "labels" in sinks:
-            labels = np.argmax(probabilities, axis=0).astype(sinks["labels"].dtype)
-            sinks["labels"].write(start + first, labels)
-        if "probabilities" in sinks:
-            sinks["probabilities"].write(start + first, probabilities)
-
-
-def _shift(weighted: np.ndarray, weights: np.ndarray, shift: int) -> None:
-    """Move the buffers ``shift`` slices towards slice 0 and clear the freed end."""
-    weighted[:, :-shift] = weighted[:, shift:].copy()
-    weighted[:, -shift:] = 0
-    weights[:-shift] = weights[shift:].copy()
-    weights[-shift:] = 0

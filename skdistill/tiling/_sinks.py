@@ -25,9 +25,9 @@ class ArraySink:
         self.array = np.empty(shape, dtype=dtype)
         self.dtype = self.array.dtype
 
-    def write(self, start: int, block: np.ndarray) -> None:
-        """Store ``block`` (slices ``start..`` of the first spatial axis)."""
-        self.array[..., start : start + block.shape[-3], :, :] = block
+    def write(self, z: int, y: int, block: np.ndarray) -> None:
+        """Store ``block``: slices from ``z``, rows from ``y``, all columns."""
+        self.array[..., z : z + block.shape[-3], y : y + block.shape[-2], :] = block
 
     def result(self) -> np.ndarray:
         """The collected volume."""
@@ -71,15 +71,19 @@ class MrcSink:
         self.stats = [np.inf, -np.inf, 0.0, 0.0]  # min, max, sum, sum of squares
         self.file = open(self.path, "r+b")  # closed in result() or close()
 
-    def write(self, start: int, block: np.ndarray) -> None:
-        """Write ``block``: slices ``start..`` of the spatial first axis, of every volume."""
+    def write(self, z: int, y: int, block: np.ndarray) -> None:
+        """Write ``block``: slices from ``z``, rows from ``y``, all columns, of every volume.
+
+        The rows of one slice are contiguous in the file: one write per slice and volume.
+        """
         block = np.ascontiguousarray(block, dtype=self.dtype)
         volumes = block.reshape(-1, *block.shape[-3:])
         depth, height, width = self.shape[-3:]
-        plane = height * width * self.dtype.itemsize
+        row = width * self.dtype.itemsize
         for index, volume in enumerate(volumes):
-            self.file.seek(self.offset + (index * depth + start) * plane)
-            self.file.write(volume.data)
+            for offset, plane in enumerate(volume):
+                self.file.seek(self.offset + ((index * depth + z + offset) * height + y) * row)
+                self.file.write(plane.data)
         values = block.astype(np.float64, copy=False)
         self.stats[0] = min(self.stats[0], float(values.min()))
         self.stats[1] = max(self.stats[1], float(values.max()))

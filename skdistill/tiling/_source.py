@@ -43,19 +43,20 @@ class TomogramSource:
         """``(D, H, W)``."""
         return tuple(int(n) for n in self.data.shape)
 
-    def slab(self, start: int, stop: int) -> np.ndarray:
-        """Float32 copy of ``data[start:stop]``; a memory map's pages are then let go.
+    def slab(self, start: int, stop: int, top: int = 0, bottom: int | None = None) -> np.ndarray:
+        """Float32 copy of ``data[start:stop, top:bottom]``; a memory map's pages are let go.
 
         Without the release, every page read stays resident in this process and its
         resident memory grows to the tomogram's size, although nothing refers to the pages.
         """
         with np.errstate(over="ignore"):
-            block = np.array(self.data[start:stop], dtype=np.float32)
+            block = np.array(self.data[start:stop, top:bottom], dtype=np.float32)
         _release_pages(self.data)
         if not np.isfinite(block).all():
+            rows = f"{top}..{(bottom or self.shape[1]) - 1}"
             raise ValueError(
-                f"The tomogram holds NaN or infinite values in slices {start}..{stop - 1} of "
-                "its first axis. Replace them (e.g. numpy.nan_to_num with the mean) before "
+                f"The tomogram holds NaN or infinite values in slices {start}..{stop - 1} "
+                f"(rows {rows}). Replace them (e.g. numpy.nan_to_num with the mean) before "
                 "segmenting."
             )
         return block
