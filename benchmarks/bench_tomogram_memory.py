@@ -111,23 +111,14 @@ def markdown(record: dict) -> str:
         )
     rows = record["rows"]
     last = max(rows, key=lambda row: row["tomogram_mib"])
+    extra = [row["peak_rss"] - row["loaded_rss"] for row in rows]
+    sizes = [row["tomogram_mib"] for row in rows]
     lines += [
         "",
-        "The blend buffers span one slab of tiles: tile depth x H x W. So the memory above "
-        "the loaded model grows with the slab area H x W, not with the tomogram's depth:",
-        "",
-    ]
-    for area in sorted({row["shape"][1] * row["shape"][2] for row in rows}):
-        same = [row for row in rows if row["shape"][1] * row["shape"][2] == area]
-        extra = ", ".join(
-            f"{(row['peak_rss'] - row['loaded_rss']) / MIB:.0f} MiB at depth {row['shape'][0]}"
-            for row in same
-        )
-        lines.append(f"- H x W = {area:,} voxels: {extra}")
-    lines += [
-        "",
-        f"Largest tomogram: peak {last['peak_rss'] / 2**30:.2f} GiB for "
-        f"{last['tomogram_mib'] / 1024:.2f} GiB (target < 2 GiB: "
+        f"From the smallest to the largest tomogram the size grows {max(sizes) / min(sizes):.0f}x "
+        f"and the memory above the loaded model from {min(extra) / MIB:.0f} to "
+        f"{max(extra) / MIB:.0f} MiB. Largest tomogram: peak {last['peak_rss'] / 2**30:.2f} GiB "
+        f"for {last['tomogram_mib'] / 1024:.2f} GiB (target < 2 GiB: "
         f"{'met' if last['peak_rss'] < 2 * 2**30 else 'NOT met'}).",
         "",
         markdown_machine(record["machine"]),
