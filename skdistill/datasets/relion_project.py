@@ -48,6 +48,7 @@ import pandas as pd
 import starfile
 
 from ..io.atomic import publish_directory
+from ..io.conventions import centered_angstrom
 from ..io.mrc import write_new_volume
 from ..io.star import CLASS_NAME_LABEL, CLASSES_BLOCK
 from .simulation import seed_entropy
@@ -92,19 +93,6 @@ class RelionProject:
     tomograms_star: Path
     particles_star: Path
     class_names: list[str]
-
-
-def _centered_angstrom(
-    positions: np.ndarray, shape: tuple[int, int, int], voxel_size: float
-) -> np.ndarray:
-    """RELION 5 centred coordinates in Å, ordered (x, y, z), of positions in voxels (z, y, x).
-
-    Voxel ``k`` of an axis has its centre at coordinate ``k``; the centred coordinate is
-    ``(k - n / 2) * voxel_size`` along an axis of ``n`` voxels, and STAR's X, Y and Z are the
-    array axes 2, 1 and 0.
-    """
-    centred = (np.asarray(positions, dtype=float) - np.asarray(shape, dtype=float) / 2) * voxel_size
-    return centred[:, ::-1]
 
 
 def write_relion_project(
@@ -305,7 +293,7 @@ def _particle_rows(
 ) -> pd.DataFrame:
     n = len(particles)
     positions = particles[["z", "y", "x"]].to_numpy()
-    centred = _centered_angstrom(positions, plan.shape, plan.voxel_size)
+    centred = centered_angstrom(positions, plan.shape, plan.voxel_size)
     return pd.DataFrame(
         {
             "rlnTomoName": [name] * n,

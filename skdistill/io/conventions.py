@@ -84,6 +84,7 @@ __all__ = [
     "PIXEL_LABELS",
     "TOMOGRAM_NAME_LABELS",
     "candidate_paths",
+    "centered_angstrom",
     "coordinate_pixel_sizes",
     "coordinates",
     "origins_angst",
@@ -98,6 +99,21 @@ CENTERED_LABELS = (
     "rlnCenteredCoordinateYAngst",
     "rlnCenteredCoordinateZAngst",
 )
+
+
+def centered_angstrom(
+    positions: np.ndarray, shape: tuple[int, int, int], voxel_size: float
+) -> np.ndarray:
+    """RELION 5 centred coordinates in Å, ordered (x, y, z), of positions in voxels (z, y, x).
+
+    Voxel ``k`` of an axis has its centre at coordinate ``k``; the centred coordinate is
+    ``(k - n / 2) * voxel_size`` along an axis of ``n`` voxels, and STAR's X, Y and Z are the
+    array axes 2, 1 and 0.
+    """
+    centred = (np.asarray(positions, dtype=float) - np.asarray(shape, dtype=float) / 2) * voxel_size
+    return centred[:, ::-1]
+
+
 #: RELION 3 and 4, Warp, pytom-match-pick: pixel coordinates, (x, y, z).
 PIXEL_LABELS = ("rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ")
 #: Columns naming a particle's tomogram, in order of preference.

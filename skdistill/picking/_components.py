@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from ..io.conventions import CENTERED_LABELS, centered_angstrom
+
 __all__ = ["PICK_COLUMNS", "pick_particles"]
 
 #: Columns of :func:`pick_particles`'s table, before the RELION coordinates.
 PICK_COLUMNS = ["z", "y", "x", "class", "size", "score"]
-#: RELION 5 centred coordinates in Å, written when the voxel size is known.
-CENTERED_COLUMNS = [f"rlnCenteredCoordinate{axis}Angst" for axis in "XYZ"]
 #: Smallest particle kept by default, in voxels (smaller components are noise).
 DEFAULT_MIN_SIZE = 8
 #: 26-connectivity: voxels touching by a face, an edge or a corner are one particle.
@@ -96,8 +96,8 @@ def pick_particles(
     picks = picks.astype({"class": int, "size": int}).sort_values(["class", "z", "y", "x"])
     picks = picks.reset_index(drop=True)
     if voxel_size is not None:
-        centred = (picks[["x", "y", "z"]].to_numpy() - np.array(shape[::-1]) / 2) * voxel_size
-        for column, values in zip(CENTERED_COLUMNS, centred.T, strict=True):
+        centred = centered_angstrom(picks[["z", "y", "x"]].to_numpy(), shape, voxel_size)
+        for column, values in zip(CENTERED_LABELS, centred.T, strict=True):
             picks[column] = values
     picks.attrs.update(shape=tuple(int(n) for n in shape), voxel_size=voxel_size)
     return picks

@@ -10,7 +10,7 @@ import pandas as pd
 import starfile
 
 from ..io.atomic import write_atomically
-from ._components import CENTERED_COLUMNS
+from ..io.conventions import CENTERED_LABELS, centered_angstrom
 
 __all__ = ["write_particles"]
 
@@ -71,11 +71,10 @@ def write_particles(
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it.")
     n = len(picks)
-    positions = picks[["x", "y", "z"]].to_numpy(dtype=float)
-    centred = (positions - np.array(shape[::-1], dtype=float) / 2) * float(voxel_size)
+    centred = centered_angstrom(picks[["z", "y", "x"]].to_numpy(float), shape, float(voxel_size))
     names = [f"{tomo_name}/{k}" for k in range(1, n + 1)]
     particles = pd.DataFrame({"rlnTomoName": [str(tomo_name)] * n, "rlnTomoParticleName": names})
-    for column, values in zip(CENTERED_COLUMNS, centred.T, strict=True):
+    for column, values in zip(CENTERED_LABELS, centred.T, strict=True):
         particles[column] = values
     particles["rlnOpticsGroup"] = 1
     particles["rlnClassNumber"] = picks["class"].to_numpy(dtype=int)
